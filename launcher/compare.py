@@ -24,8 +24,8 @@ from launcher.config import ConfigError, load_config
 from launcher.ranks import world_size
 from launcher.secure import uses_mpc
 
-DP_METHODS = ("dpfedavg",)
-DEFAULT_METHODS = "secfpp,clustered,promptfl,local,zeroshot,dpfedavg"
+DP_METHODS = ("dpfedavg", "dpfpl")  # run once per --epsilons value
+DEFAULT_METHODS = "secfpp,clustered,promptfl,local,zeroshot,dpfedavg,dpfpl"
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
@@ -75,6 +75,7 @@ def _aggregate(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "acc_mean": statistics.fmean(per_client),
             "acc_std": statistics.pstdev(per_client),
             "acc_std_over_seeds": statistics.pstdev(per_seed) if len(per_seed) > 1 else 0.0,
+            "epsilon_heuristic": any(r["summary"].get("epsilon_heuristic", False) for r in runs),
         }
         mpc = [r["summary"]["mpc_over_local"] for r in runs if "mpc_over_local" in r["summary"]]
         if mpc:
@@ -86,8 +87,10 @@ def _aggregate(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def _table(rows: list[dict[str, Any]]) -> str:
     lines = ["| method | epsilon | accuracy (%) mean ± std over clients x seeds | seeds |", "| --- | --- | --- | --- |"]
     for r in rows:
-        eps = "—" if r["epsilon"] is None else f"{r['epsilon']:g}"
+        eps = "—" if r["epsilon"] is None else f"{r['epsilon']:g}" + ("*" if r.get("epsilon_heuristic") else "")
         lines.append(f"| {r['method']} | {eps} | {100 * r['acc_mean']:.1f} ± {100 * r['acc_std']:.1f} | {r['seeds']} |")
+    if any(r.get("epsilon_heuristic") for r in rows):
+        lines += ["", "\\* heuristic epsilon (DP-FPL's noise formula, no accountant): not comparable with an accounted one."]
     return "\n".join(lines) + "\n"
 
 

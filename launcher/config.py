@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-METHODS = ("secfpp", "clustered", "promptfl", "local", "zeroshot", "dpfedavg")
+METHODS = ("secfpp", "clustered", "promptfl", "local", "zeroshot", "dpfedavg", "dpfpl")
 DATASETS = ("digits", "office_caltech10", "domainnet", "cifar10", "cifar100", "imagefolder")
 
 
@@ -69,10 +69,10 @@ class MPCConfig:
 
 @dataclass
 class DPConfig:
-    epsilon: float = 8.0
+    epsilon: float = 8.0  # dpfedavg: accounted target; dpfpl: input to its heuristic noise formula
     delta: float = 1e-5
     clip: float = 1.0
-    rank: int = 8
+    rank: int = 8  # dpfpl: local-prompt factorisation rank, capped at model.n_ctx
 
 
 @dataclass

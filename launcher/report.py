@@ -28,7 +28,7 @@ def round_line(row: dict[str, Any]) -> str:
         parts.append(f"mpc {row['mpc']['seconds']:.1f}s/{row['mpc']['rounds']} rounds/"
                      f"{row['mpc']['bytes_per_party'] / 1e6:.1f} MB")
     if "epsilon" in row:
-        parts.append(f"eps {row['epsilon']:.2f}")
+        parts.append(f"eps {row['epsilon']:.2f}" + (" (heuristic)" if row.get("epsilon_heuristic") else ""))
     return " | ".join(parts)
 
 
@@ -65,6 +65,7 @@ def summarise(cfg: Config, rows: list[dict[str, Any]], domains: dict[int, int]) 
         summary["ari_per_round"] = [r["ari"] for r in rows]
     if "epsilon" in final:
         summary["epsilon"] = final["epsilon"]
+        summary["epsilon_heuristic"] = bool(final.get("epsilon_heuristic", False))  # no accountant behind it
     return summary
 
 

@@ -3,8 +3,8 @@
 Launch with ``mpirun -np <clients (+1 TTP dealer)>`` for SecFPP; plaintext methods also
 run in a single process that holds every client. Each round:
 
-    local training (plaintext, GPU if present) -> strategy.aggregate (SecPC for SecFPP)
-    -> install the new domain prompts -> evaluate -> log -> checkpoint
+    strategy.train_round (local training, plaintext, GPU if present) -> strategy.aggregate
+    (SecPC for SecFPP) -> install the new domain prompts -> evaluate -> log -> checkpoint
 
 A round is checkpointed by every rank and marked complete by rank 0; ``--resume`` picks up
 after the last complete round. Local training is seeded by (seed, round, client), so a
@@ -126,31 +126,6 @@ def build_clients(cfg: Config, client_ids: list[int]) -> tuple[list[Client], Any
 # ------------------------------------------------------------------------------- loop
 
 
-def _train_round(cfg: Config, strategy: Strategy, clients: list[Client], round_idx: int) -> float:
-    from prompts.training import train_local
-
-    t0 = time.perf_counter()
-    if strategy.trains and cfg.train.epochs > 0:
-        for c in clients:
-            train_local(
-                c.learner,
-                c.train_x,
-                c.train_y,
-                epochs=cfg.train.epochs,
-                lr=cfg.train.lr,
-                batch_size=cfg.train.batch_size,
-                optimizer=cfg.train.optimizer,
-                balanced=cfg.train.balanced,
-                seed=_seed(cfg.seed, round_idx, c.cid),
-                grad_hook=strategy.grad_hook(c.cid),
-            )
-    return time.perf_counter() - t0
-
-
-def _seed(seed: int, round_idx: int, cid: int) -> int:
-    return (seed * 1_000_003 + round_idx * 10_007 + cid) % (2**31)
-
-
 def _evaluate(strategy: Strategy, clients: list[Client], backbone: Any, classnames: list[str]) -> dict[int, float]:
     from prompts.training import evaluate, zero_shot_accuracy
 
@@ -175,7 +150,7 @@ def _round_row(cfg: Config, round_idx: int, parts: list[dict[str, Any]], clients
         "time": {"local_train_s": train_s, "aggregate_s": agg_s},
     }
     info = parts[0]["info"]
-    for key in ("k", "insecure_dealer", "epsilon"):
+    for key in ("k", "insecure_dealer", "epsilon", "epsilon_heuristic"):
         if key in info:
             row[key] = info[key]
     if "mpc" in info:
@@ -245,7 +220,7 @@ def run(cfg: Config, world: World, run_dir: Path | None = None, resume: bool = F
         print(f"run directory: {rd.path}", flush=True)
 
     for r in range(start, cfg.rounds):
-        train_s = _train_round(cfg, strategy, clients, r)
+        train_s = strategy.train_round(clients, r)
         t0 = time.perf_counter()
         out = strategy.aggregate(
             RoundInput(

@@ -1,8 +1,9 @@
 """Method variants as small strategy objects on one harness.
 
-The round loop (:mod:`launcher.loop`) trains every client locally, hands the domain
-prompts to ``strategy.aggregate`` and installs what comes back. A strategy decides only
-what differs between methods: what is trained, and how domain prompts are combined.
+The round loop (:mod:`launcher.run`) has the strategy train its clients
+(``strategy.train_round``: by default each client alone, for ``train.epochs`` epochs), hands
+the domain prompts to ``strategy.aggregate`` and installs what comes back. A strategy decides
+only what differs between methods: what is trained, how, and how domain prompts are combined.
 
 * ``secfpp``    - SecPC secure adaptive clustering + secure cluster means (CrypTen).
 * ``clustered`` - the same maths in plaintext at an honest server (the non-private twin).
@@ -11,17 +12,38 @@ what differs between methods: what is trained, and how domain prompts are combin
 * ``zeroshot``  - CLIP with hand-written prompts, nothing trained.
 * ``dpfedavg``  - FedAvg of the domain prompt with clipped, Gaussian-noised updates and an
                   (epsilon, delta) accountant (:mod:`launcher.dp`).
+* ``dpfpl``     - DP-FPL as its public code does it: clients train in lockstep on one shared
+                  prompt fed a clipped, noised mean gradient every step, and a low-rank +
+                  residual local prompt with locally noised factor gradients; its epsilon is
+                  a heuristic with no accountant (:mod:`launcher.dp`).
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import torch
 
 from launcher.config import Config
 from launcher.world import World
+
+
+class TrainableClient(Protocol):
+    """What a strategy needs of a client to train it (``launcher.run.Client`` is one)."""
+
+    cid: int
+    learner: Any  # prompts.learner.PromptLearner
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+
+
+def client_seed(seed: int, round_idx: int, cid: int) -> int:
+    """Seed of client ``cid``'s local training in round ``round_idx``: a resumed run repeats
+    exactly what an uninterrupted one does."""
+    return (seed * 1_000_003 + round_idx * 10_007 + cid) % (2**31)
 
 
 @dataclass
@@ -56,8 +78,35 @@ class Strategy:
             learner.class_ctx.requires_grad_(False)
 
     def grad_hook(self, cid: int) -> Any:
-        """Optional per-step gradient transform for local training (DP methods add noise here)."""
+        """Optional per-step gradient transform for :meth:`train_round`'s default local training."""
         return None
+
+    def train_round(self, clients: Sequence[TrainableClient], round_idx: int) -> float:
+        """Train this process's clients for one round; returns the seconds it took.
+
+        Default: each client alone, ``train.epochs`` epochs of :func:`prompts.training.train_local`
+        seeded by :func:`client_seed`. A method whose clients interact during local training
+        (DP-FPL's per-step gradient exchange) overrides this.
+        """
+        from prompts.training import train_local
+
+        cfg = self.cfg
+        t0 = time.perf_counter()
+        if self.trains and cfg.train.epochs > 0:
+            for c in clients:
+                train_local(
+                    c.learner,
+                    c.train_x,
+                    c.train_y,
+                    epochs=cfg.train.epochs,
+                    lr=cfg.train.lr,
+                    batch_size=cfg.train.batch_size,
+                    optimizer=cfg.train.optimizer,
+                    balanced=cfg.train.balanced,
+                    seed=client_seed(cfg.seed, round_idx, c.cid),
+                    grad_hook=self.grad_hook(c.cid),
+                )
+        return time.perf_counter() - t0
 
     def aggregate(self, inp: RoundInput) -> RoundOutput:
         return RoundOutput(dict(inp.prompts))
@@ -116,6 +165,7 @@ def make_strategy(cfg: Config, world: World, party: Any = None) -> Strategy:
             secure.PlaintextClustered,
             secure.SecFPP,
             dp.DPFedAvg,
+            dp.DPFPL,
         )
     }
     cls = table[cfg.method]

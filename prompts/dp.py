@@ -8,16 +8,24 @@ Two recipes, deliberately kept apart because only one of them is a DP guarantee:
   Gaussian mechanism with noise multiplier ``z``; ``z`` is calibrated to the target
   (epsilon, delta) with Google's ``dp-accounting`` (PLD accountant) and the epsilon spent
   is reported by the same accountant.
-* **DP-FPL** as its public code does it: the batch-mean gradient of the shared prompt is
-  clipped to ``clip`` and Gaussian noise of std ``sigma * clip`` is added at every local
-  step, with ``sigma = sqrt(rounds * ln(1/delta)) / epsilon``. That formula comes with no
-  accountant (it ignores the number of local steps and the sampling); it is reproduced
-  as a *heuristic* so results are comparable with the paper, and labelled as such.
+* **DP-FPL** as its public code does it: at every (lockstep) local step each client's
+  batch-mean gradient of the shared prompt is clipped to ``clip``, the server averages the
+  clipped gradients and adds Gaussian noise of std ``sigma * clip / batch_size / n_clients``;
+  the local prompt is factorised into low-rank factors plus a residual and the factors'
+  gradients are clipped and noised locally (std ``sigma * clip / batch_size``), with
+  ``sigma = sqrt(rounds * ln(1/delta)) / epsilon``. That formula comes with no accountant
+  (it ignores the number of local steps and the sampling); it is reproduced as a
+  *heuristic* so results are comparable with the paper, and labelled as such.
+
+The DP-FPL local-prompt maths (:func:`factorise`, :func:`lowrank_grads`,
+:func:`full_grad`) are pure functions over a batch of ``(M, W)`` prompts, so they can be
+tested against hand computations; :class:`launcher.dp.DPFPL` drives them.
 """
 
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import dp_accounting
 import torch
@@ -54,7 +62,7 @@ def calibrate_noise_multiplier(epsilon: float, delta: float, rounds: int) -> flo
 
 
 def dpfpl_sigma(epsilon: float, delta: float, rounds: int) -> float:
-    """DP-FPL's noise multiplier formula (heuristic; see the module docstring)."""
+    """DP-FPL's noise multiplier formula (heuristic, no accountant; see the module docstring)."""
     return math.sqrt(rounds * math.log(1.0 / delta)) / epsilon
 
 
@@ -65,3 +73,86 @@ def clip_by_norm(t: torch.Tensor, max_norm: float) -> torch.Tensor:
 
 def gaussian_like(t: torch.Tensor, std: float, generator: torch.Generator) -> torch.Tensor:
     return torch.randn(t.shape, generator=generator, dtype=t.dtype).to(t.device) * std
+
+
+# ------------------------------------------------------------------ DP-FPL local prompt
+
+
+class LowRank(NamedTuple):
+    """``local == u @ v + residual``; ``u`` has orthonormal columns, ``v`` orthonormal rows."""
+
+    u: torch.Tensor  # (..., M, r)
+    v: torch.Tensor  # (..., r, W)
+    residual: torch.Tensor  # (..., M, W)
+
+
+def orthonormalise_columns(m: torch.Tensor) -> torch.Tensor:
+    """Gram-Schmidt over the columns of each ``(n, r)`` matrix in ``m`` (``r <= n``), in column order.
+
+    The same modified Gram-Schmidt as DP-FPL's public code (normalise column ``i``, then
+    remove its component from every later column), batched over leading dimensions. A column
+    that is (numerically) dependent on the earlier ones has no direction left: with ``r > n``
+    that is certain, hence :func:`factorise` caps the rank at ``M``.
+    """
+    out = m.clone()
+    for i in range(out.shape[-1]):
+        col = out[..., i:i + 1]
+        col /= col.norm(dim=-2, keepdim=True)
+        if i + 1 < out.shape[-1]:
+            rest = out[..., i + 1:]
+            rest -= (col * rest).sum(dim=-2, keepdim=True) * col
+    return out
+
+
+def effective_rank(rank: int, n_ctx: int) -> int:
+    """The factorisation rank actually used: ``min(rank, M)`` (an ``(M, W)`` prompt has at most
+    ``M`` orthonormal column directions; DP-FPL's code assumes ``rank <= n_ctx``)."""
+    return max(1, min(rank, n_ctx))
+
+
+def factorise(local: torch.Tensor, rank: int, generator: torch.Generator) -> LowRank:
+    """DP-FPL's per-step factorisation of the local prompt(s) ``local`` (``(..., M, W)``).
+
+    One power-iteration-like pass from a random start: ``v0 ~ N(0, 1)`` of shape ``(W, r)``,
+    ``u = orth(L v0)``, ``v = orth(L^T u)^T``, ``residual = L - u v``. Each leading slice
+    gets its own ``v0``. ``r = effective_rank(rank, M)``. Not differentiated through: the
+    factors are constants for the step, as in the public code.
+    """
+    with torch.no_grad():
+        L = local.detach()
+        r = effective_rank(rank, L.shape[-2])
+        v0 = torch.randn((*L.shape[:-2], L.shape[-1], r), generator=generator, dtype=L.dtype).to(L.device)
+        u = orthonormalise_columns(L @ v0)
+        v = orthonormalise_columns(L.transpose(-1, -2) @ u).transpose(-1, -2)
+        return LowRank(u, v, L - u @ v)
+
+
+def lowrank_grads(grad: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gradients of the factors when the prompt is ``u @ v + residual`` and ``grad = dLoss/dprompt``:
+    ``(grad @ v^T, u^T @ grad)``."""
+    return grad @ v.transpose(-1, -2), u.transpose(-1, -2) @ grad
+
+
+def full_grad(u: torch.Tensor, v: torch.Tensor, g_u: torch.Tensor, g_v: torch.Tensor,
+              scale: float = 0.1) -> torch.Tensor:
+    """DP-FPL's gradient for the full local prompt, rebuilt from the (privatised) factor gradients.
+
+    With ``gu = scale * g_u`` and ``gv = scale * g_v`` (the public code divides by 10):
+    ``gu @ v + u @ gv + u @ (u^T @ (gu @ v))``, the public code's ``compute_full_grad``.
+    """
+    gu, gv = g_u * scale, g_v * scale
+    gu_v = gu @ v
+    return gu_v + u @ gv + u @ (u.transpose(-1, -2) @ gu_v)
+
+
+def privatise_lowrank(grad: torch.Tensor, factors: LowRank, clip: float, std: float,
+                      generator: torch.Generator) -> torch.Tensor:
+    """DP-FPL's local-prompt gradient: factor gradients clipped to ``clip`` (each factor's whole
+    gradient, all slices together, as one tensor) plus ``N(0, std)`` noise, then :func:`full_grad`.
+    Noise is drawn for ``g_u`` first, then ``g_v``, from ``generator``."""
+    g_u, g_v = lowrank_grads(grad, factors.u, factors.v)
+    g_u = clip_by_norm(g_u, clip)
+    g_u = g_u + gaussian_like(g_u, std, generator)
+    g_v = clip_by_norm(g_v, clip)
+    g_v = g_v + gaussian_like(g_v, std, generator)
+    return full_grad(factors.u, factors.v, g_u, g_v)

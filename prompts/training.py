@@ -1,7 +1,9 @@
 """Local prompt training and evaluation for one client (plaintext).
 
 Why: each SecFPP round a client trains its domain prompt ``D`` and class prompt ``L`` for ``E`` local
-epochs on its own data, then ``D`` goes to the MPC layer. Training reads cached image features (see
+epochs on its own data, then ``D`` goes to the MPC layer. :class:`BatchStepper` is one client's batch stream
+and optimiser, stepped from outside (DP-FPL trains clients in lockstep); :func:`train_local` runs one
+client's epochs on it. Training reads cached image features (see
 ``prompts.features``) so a step costs one batched text-encoder pass; an ``OnTheFlyFeatures`` source gives the
 uncached baseline with the same batches. Runs are deterministic given ``seed``.
 """
@@ -43,72 +45,148 @@ def _batch(features: Features, index: torch.Tensor, views: torch.Tensor, device:
     return features.batch(index, views).to(device)
 
 
+def _make_optimizer(params: list[torch.nn.Parameter], optimizer: str, lr: float, momentum: float,
+                    weight_decay: float) -> torch.optim.Optimizer:
+    if optimizer == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    if optimizer == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    raise ValueError(f"optimizer must be 'sgd' or 'adam', got {optimizer!r}")
+
+
+class BatchStepper:
+    """One client's minibatch stream and optimiser, driven one step at a time.
+
+    Why: most methods train a client alone (:func:`train_local`), but DP-FPL trains all clients
+    in lockstep, exchanging the shared prompt's gradient between backward and step. The stepper
+    splits a step in two so the caller can rewrite gradients in between::
+
+        loss = stepper.backward()   # next minibatch, forward, zero_grad, backward
+        ...                         # read / replace p.grad
+        stepper.step()              # optimiser step
+
+    Batches: the stream is a sequence of epochs. Each epoch starts (lazily, at the first batch
+    it serves) by drawing a fresh permutation and then one view index per sample from the
+    stream's generator, in that order, and serves ``ceil(n / batch_size)`` batches (the last
+    one shorter). When an epoch is used up the next batch starts a new one, so a caller that
+    needs more steps than a client has batches (lockstep with a larger client) simply cycles.
+
+    The stepper puts the learner in train mode; :meth:`close` puts it back in eval mode.
+    """
+
+    def __init__(self, learner: PromptLearner, features: Features, labels: torch.Tensor, *, lr: float = 0.02,
+                 batch_size: int = 32, optimizer: str = "sgd", seed: int = 0,
+                 device: str | torch.device | None = None, momentum: float = 0.9, weight_decay: float = 0.0,
+                 balanced: bool = False) -> None:
+        dev = torch.device(device) if device is not None else learner.backbone.device
+        labels = torch.as_tensor(labels, dtype=torch.long)
+        n = len(labels)
+        if n == 0:
+            raise ValueError("no training samples")
+        if len(features) != n:
+            raise ValueError(f"{len(features)} feature rows but {n} labels")
+        if batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
+        if int(labels.min()) < 0 or int(labels.max()) >= len(learner.classnames):
+            raise ValueError(f"labels must lie in [0, {len(learner.classnames)})")
+        self.learner = learner
+        self.features = features
+        self.device = dev
+        self.n = n
+        self.batch_size = batch_size
+        self.n_views = _as_views(features).shape[1] if isinstance(features, torch.Tensor) else 1
+        self.class_weight: torch.Tensor | None = None
+        if balanced:
+            counts = torch.bincount(labels, minlength=len(learner.classnames)).float()
+            self.class_weight = torch.where(counts > 0, n / (counts.clamp(min=1) * int((counts > 0).sum())),
+                                            0.0).to(dev)
+        self.params = [learner.domain_ctx, learner.class_ctx]
+        self.optimizer = _make_optimizer(self.params, optimizer, lr, momentum, weight_decay)
+        self.generator = torch.Generator().manual_seed(seed)
+        self._y = labels.to(dev)
+        self._perm = torch.empty(0, dtype=torch.long)
+        self._views = torch.empty(0, dtype=torch.long)
+        self._pos = n  # no epoch drawn yet: the first batch starts one
+        self.batch_len = 0  # samples in the last batch served
+        learner.train()
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return -(-self.n // self.batch_size)
+
+    @property
+    def epoch_done(self) -> bool:
+        """True when the current epoch has served its last batch (the next one starts a new epoch)."""
+        return self._pos >= self.n
+
+    def _next_index(self) -> torch.Tensor:
+        if self.epoch_done:
+            self._perm = torch.randperm(self.n, generator=self.generator)
+            self._views = torch.randint(self.n_views, (self.n,), generator=self.generator)
+            self._pos = 0
+        idx = self._perm[self._pos:self._pos + self.batch_size]
+        self._pos += self.batch_size
+        return idx
+
+    def backward(self) -> float:
+        """Forward and backward on the next minibatch; returns its (mean) loss. Gradients are fresh."""
+        idx = self._next_index()
+        x = _batch(self.features, idx, self._views[idx], self.device)
+        loss = F.cross_entropy(self.learner(x), self._y[idx.to(self.device)], weight=self.class_weight)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.batch_len = len(idx)
+        return float(loss.detach())
+
+    def step(self) -> None:
+        """Optimiser step with whatever the parameters' ``.grad`` now hold."""
+        self.optimizer.step()
+
+    def close(self) -> None:
+        """Wait for the device and put the learner back in eval mode."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self.learner.eval()
+
+
 def train_local(learner: PromptLearner, features: Features, labels: torch.Tensor, epochs: int = 1,
                 lr: float = 0.02, batch_size: int = 32, optimizer: str = "sgd", seed: int = 0,
                 device: str | torch.device | None = None, momentum: float = 0.9, weight_decay: float = 0.0,
                 max_steps: int | None = None,
                 grad_hook: Callable[[list[torch.nn.Parameter]], None] | None = None,
                 balanced: bool = False) -> dict:
-    """Train ``learner.domain_ctx`` and ``learner.class_ctx`` with cross-entropy.
+    """Train ``learner.domain_ctx`` and ``learner.class_ctx`` with cross-entropy for ``epochs`` epochs.
 
     ``features``: cached (N, E) / (N, V, E) features (a random view per sample and step when V > 1) or a
     source with ``batch(index, views)``. ``grad_hook(params)``, if given, runs after every backward and
     may rewrite ``p.grad`` in place (DP baselines clip and add noise there). ``balanced`` weighs
     the loss by inverse class frequency, so the update of the shared prompt carries the client's
-    domain rather than its label prior (label skew would otherwise dominate what SecPC clusters). Returns {"loss" (mean of the last epoch), "epoch_losses", "steps",
-    "seconds"}.
+    domain rather than its label prior (label skew would otherwise dominate what SecPC clusters).
+    ``max_steps`` stops early. One :class:`BatchStepper` run for ``epochs`` full epochs. Returns
+    {"loss" (mean of the last epoch), "epoch_losses", "steps", "seconds"}.
     """
-    dev = torch.device(device) if device is not None else learner.backbone.device
-    labels = torch.as_tensor(labels, dtype=torch.long)
-    n = len(labels)
-    if n == 0:
-        raise ValueError("no training samples")
-    if len(features) != n:
-        raise ValueError(f"{len(features)} feature rows but {n} labels")
-    if epochs < 0 or batch_size < 1:
-        raise ValueError("epochs must be >= 0 and batch_size >= 1")
-    if int(labels.min()) < 0 or int(labels.max()) >= len(learner.classnames):
-        raise ValueError(f"labels must lie in [0, {len(learner.classnames)})")
-    n_views = _as_views(features).shape[1] if isinstance(features, torch.Tensor) else 1
-    class_weight = None
-    if balanced:
-        counts = torch.bincount(labels, minlength=len(learner.classnames)).float()
-        class_weight = torch.where(counts > 0, n / (counts.clamp(min=1) * int((counts > 0).sum())), 0.0).to(dev)
-    params = [learner.domain_ctx, learner.class_ctx]
-    if optimizer == "sgd":
-        opt = torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
-    elif optimizer == "adam":
-        opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
-    else:
-        raise ValueError(f"optimizer must be 'sgd' or 'adam', got {optimizer!r}")
-    g = torch.Generator().manual_seed(seed)
-    y_all = labels.to(dev)
-    learner.train()
+    if epochs < 0:
+        raise ValueError(f"epochs must be >= 0, got {epochs}")
+    stepper = BatchStepper(learner, features, labels, lr=lr, batch_size=batch_size, optimizer=optimizer,
+                           seed=seed, device=device, momentum=momentum, weight_decay=weight_decay,
+                           balanced=balanced)
     steps, epoch_losses = 0, []
     t0 = time.perf_counter()
     for _ in range(epochs):
-        perm = torch.randperm(n, generator=g)
-        views = torch.randint(n_views, (n,), generator=g)
         total, count = 0.0, 0
-        for s in range(0, n, batch_size):
+        for _ in range(stepper.steps_per_epoch):
             if max_steps is not None and steps >= max_steps:
                 break
-            idx = perm[s:s + batch_size]
-            x = _batch(features, idx, views[idx], dev)
-            loss = F.cross_entropy(learner(x), y_all[idx.to(dev)], weight=class_weight)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
+            loss = stepper.backward()
             if grad_hook is not None:
-                grad_hook(params)
-            opt.step()
-            total += float(loss.detach()) * len(idx)
-            count += len(idx)
+                grad_hook(stepper.params)
+            stepper.step()
+            total += loss * stepper.batch_len
+            count += stepper.batch_len
             steps += 1
         if count:
             epoch_losses.append(total / count)
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
-    learner.eval()
+    stepper.close()
     return dict(loss=epoch_losses[-1] if epoch_losses else math.nan, epoch_losses=epoch_losses, steps=steps,
                 seconds=time.perf_counter() - t0)
 

@@ -31,14 +31,23 @@ def _summary(run_dir: Path) -> dict:
 
 
 @pytest.mark.timeout(300)
-@pytest.mark.parametrize("method", ["clustered", "dpfedavg"])
-def test_killed_run_resumes_to_the_same_result(tmp_path, method):
+@pytest.mark.parametrize(
+    "method, extra",
+    [
+        ("clustered", []),
+        ("dpfedavg", []),
+        # lockstep over 6 unequal clients (the smaller ones cycle), 1 epoch to keep it quick
+        ("dpfpl", ["data.clients_per_domain=2", "train.epochs=1"]),
+    ],
+    ids=["clustered", "dpfedavg", "dpfpl"],
+)
+def test_killed_run_resumes_to_the_same_result(tmp_path, method, extra):
     full, cut = tmp_path / "full", tmp_path / "cut"
-    p = _run([*ARGS, f"method={method}", "--run-dir", str(full)])
+    p = _run([*ARGS, *extra, f"method={method}", "--run-dir", str(full)])
     out, _ = p.communicate(timeout=240)
     assert p.returncode == 0, out
 
-    p = _run([*ARGS, f"method={method}", "--run-dir", str(cut)])
+    p = _run([*ARGS, *extra, f"method={method}", "--run-dir", str(cut)])
     marker = cut / "checkpoints" / "round-0001" / "COMPLETE"
     deadline = time.monotonic() + 200
     while not marker.exists() and p.poll() is None and time.monotonic() < deadline:

@@ -4,7 +4,7 @@ import torch
 
 from prompts.features import OnTheFlyFeatures, compute_features, encode_images
 from prompts.learner import PromptLearner
-from prompts.training import evaluate, train_local, zero_shot_accuracy
+from prompts.training import BatchStepper, evaluate, train_local, zero_shot_accuracy
 
 
 def test_pretrained_tiny_clip_zero_shot_well_above_chance(tiny, digits_fed):
@@ -39,6 +39,29 @@ def test_training_is_deterministic_and_cache_equivalent(tiny, digits_fed):
     for d, l, loss in runs[1:]:
         assert torch.allclose(d, runs[0][0], atol=1e-5) and torch.allclose(l, runs[0][1], atol=1e-5)
         assert abs(loss - runs[0][2]) < 1e-5
+
+
+def test_batch_stepper_cycles_epochs_exactly_as_train_local(tiny, digits_fed):
+    # driven step by step past the end of an epoch, a stepper starts the next epoch with a fresh
+    # permutation: 2 epochs' worth of steps are bit for bit train_local(epochs=2)
+    c = digits_fed.clients[1]
+    f = compute_features(tiny, c.train_images[:40], n_views=2, seed=3)
+    y = c.train_labels[:40]
+    ref = PromptLearner(tiny, digits_fed.classnames)
+    out = train_local(ref, f, y, epochs=2, batch_size=16, seed=5)
+    learner = PromptLearner(tiny, digits_fed.classnames)
+    s = BatchStepper(learner, f, y, batch_size=16, seed=5)
+    assert s.steps_per_epoch == 3
+    sizes, losses = [], []
+    for _ in range(2 * s.steps_per_epoch):
+        losses.append(s.backward())
+        sizes.append(s.batch_len)
+        s.step()
+    s.close()
+    assert sizes == [16, 16, 8] * 2 and s.epoch_done and not learner.training
+    assert torch.equal(learner.get_domain_prompt(), ref.get_domain_prompt())
+    assert torch.equal(learner.get_class_prompt(), ref.get_class_prompt())
+    assert out["epoch_losses"][1] == sum(l * n for l, n in zip(losses[3:], sizes[3:])) / 40
 
 
 def test_feature_cache_views_and_disk(tiny, digits_fed, tmp_path):
