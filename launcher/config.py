@@ -28,11 +28,13 @@ class DataConfig:
     name: str = "digits"
     root: str | None = None
     n_domains: int = 3
+    domains: list[str] | None = None  # digits only: which styles (default: the first n_domains)
     clients_per_domain: int = 2
     alpha: float = 0.5
     min_samples: int = 20
     test_fraction: float = 0.3
     n_views: int = 1
+    shots: int | None = None  # few-shot: at most this many training images per class per client
 
 
 @dataclass
@@ -41,7 +43,7 @@ class ModelConfig:
     pretrained: str | None = None
     n_ctx: int = 4
     class_specific: bool = True
-    ctx_init: str = "a photo of a"
+    ctx_init: str | None = "a photo of a"  # null: random init (needed when n_ctx differs from its length)
 
 
 @dataclass
@@ -108,6 +110,12 @@ def _type_ok(value: Any, annotation: Any) -> tuple[bool, Any]:
             if ok:
                 return True, v
         return False, value
+    if origin is list:
+        (item,) = typing.get_args(annotation)
+        if not isinstance(value, list):
+            return False, value
+        items = [_type_ok(v, item) for v in value]
+        return all(ok for ok, _ in items), [v for _, v in items]
     if annotation is type(None):
         return value is None, value
     if annotation is float and isinstance(value, int) and not isinstance(value, bool):
@@ -153,9 +161,21 @@ def _check(cfg: Config) -> None:
     need(d.name in DATASETS, f"data.name: must be one of {', '.join(DATASETS)}, got {d.name!r}")
     need(d.name == "digits" or d.root is not None, f"data.root: required for data.name={d.name}")
     need(d.n_domains >= 1, f"data.n_domains: must be >= 1, got {d.n_domains}")
+    if d.domains is not None:
+        from prompts.data.digits import DOMAIN_NAMES
+
+        need(d.name == "digits", f"data.domains: only the digits dataset has selectable styles, not {d.name!r}")
+        bad = sorted(set(d.domains) - set(DOMAIN_NAMES))
+        need(not bad, f"data.domains: unknown style(s) {bad}; choose from {', '.join(DOMAIN_NAMES)}")
+        need(len(set(d.domains)) == len(d.domains), f"data.domains: repeated style in {d.domains}")
+        need(
+            len(d.domains) == d.n_domains,
+            f"data.domains lists {len(d.domains)} styles but data.n_domains={d.n_domains}; make them agree",
+        )
     need(d.clients_per_domain >= 1, f"data.clients_per_domain: must be >= 1, got {d.clients_per_domain}")
     need(d.alpha > 0, f"data.alpha: Dirichlet concentration must be > 0, got {d.alpha}")
     need(0 < d.test_fraction < 1, f"data.test_fraction: must be in (0, 1), got {d.test_fraction}")
+    need(d.shots is None or d.shots >= 1, f"data.shots: must be >= 1 (or null for all), got {d.shots}")
     need(d.n_views >= 1, f"data.n_views: must be >= 1, got {d.n_views}")
     need(m.n_ctx >= 1, f"model.n_ctx: must be >= 1, got {m.n_ctx}")
     need(t.epochs >= 0, f"train.epochs: must be >= 0, got {t.epochs}")

@@ -6,6 +6,8 @@ clients, each with one domain and its own label mix, and the class names the pro
 
 from __future__ import annotations
 
+import dataclasses
+
 from dataclasses import dataclass, field
 from typing import Sequence, Union
 
@@ -44,6 +46,22 @@ class Federation:
     def true_domains(self) -> list[int]:
         """Ground-truth domain per client (for ARI/purity of the clustering, never given to the protocol)."""
         return [c.domain for c in self.clients]
+
+    def few_shot(self, shots: int, seed: int = 0) -> "Federation":
+        """At most ``shots`` training images per class per client (CoOp's few-shot protocol); test sets unchanged.
+
+        The kept images are a seeded random choice per (client, class), so the same seed keeps the same shots.
+        """
+        if shots < 1:
+            raise ValueError(f"shots must be >= 1, got {shots}")
+        clients = []
+        for c in self.clients:
+            rng = np.random.default_rng([seed, c.client_id])
+            y = c.train_labels.numpy()
+            keep = np.sort(np.concatenate([rng.permutation(np.flatnonzero(y == k))[:shots] for k in np.unique(y)]))
+            clients.append(dataclasses.replace(c, train_images=_take(c.train_images, keep),
+                                               train_labels=c.train_labels[torch.from_numpy(keep)]))
+        return dataclasses.replace(self, clients=clients, meta={**self.meta, "shots": shots})
 
 
 @dataclass
@@ -137,8 +155,10 @@ def from_config(cfg, seed: int = 0) -> Federation:
     name = getattr(cfg, "name", "digits")
     kw = dict(clients_per_domain=getattr(cfg, "clients_per_domain", 2), alpha=getattr(cfg, "alpha", 0.5),
               seed=seed, min_samples=getattr(cfg, "min_samples", 20), test_fraction=getattr(cfg, "test_fraction", 0.25))
+    shots = getattr(cfg, "shots", None)
     if name == "digits":
-        return digits_federation(n_domains=getattr(cfg, "n_domains", 3), **kw)
+        fed = digits_federation(n_domains=getattr(cfg, "n_domains", 3), domains=getattr(cfg, "domains", None), **kw)
+        return fed.few_shot(shots, seed) if shots else fed
     root = getattr(cfg, "root", None)
     if not root:
         raise ValueError(f"dataset {name!r} needs data.root (a local directory); nothing is downloaded")
@@ -149,4 +169,4 @@ def from_config(cfg, seed: int = 0) -> Federation:
         raise ValueError(f"unknown dataset {name!r}; choose one of {DATASETS}")
     fed = build_federation(loaders[name](root), **kw)
     fed.meta.update(dataset=name, root=str(root))
-    return fed
+    return fed.few_shot(shots, seed) if shots else fed
