@@ -53,6 +53,9 @@ class TrainConfig:
     batch_size: int = 32
     optimizer: str = "sgd"
     balanced: bool = False
+    # CoOp-style random crop + flip drawn at every step, so the image encoder runs in every step
+    # (the realistic cost); off: images are encoded once and cached (n_views cached augmentations)
+    augment: bool = False
 
 
 @dataclass
@@ -67,6 +70,7 @@ class MPCConfig:
     timeout_s: float = 120.0
     address: str = "127.0.0.1"
     report_assignments: bool = False
+    features: str = "drift"  # what is clustered: "drift" (own accumulated updates) or "prompt" (D_i)
 
 
 @dataclass
@@ -190,6 +194,7 @@ def _check(cfg: Config) -> None:
             f"mpc.k_max={p.k_max} exceeds the number of clients ({cfg.n_clients})",
         )
         need(cfg.n_clients >= 2, "secure clustering needs at least 2 clients")
+    need(p.features in ("drift", "prompt"), f"mpc.features: drift or prompt, got {p.features!r}")
     need(p.iters >= 1, f"mpc.iters: must be >= 1, got {p.iters}")
     need(p.proj_dim >= 1, f"mpc.proj_dim: must be >= 1, got {p.proj_dim}")
     need(p.min_cluster_size >= 1, f"mpc.min_cluster_size: must be >= 1, got {p.min_cluster_size}")

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from launcher.config import Config
-from launcher.strategies import RoundInput, RoundOutput, Strategy, TrainableClient, client_seed
+from launcher.strategies import RoundInput, RoundOutput, Strategy, TrainableClient, client_seed, reseed_augmentation
 from launcher.world import World
 from prompts import dp
 
@@ -129,6 +129,8 @@ class DPFPL(Strategy):
         sizes = {cid: n for part in self.world.allgather({c.cid: len(c.train_y) for c in clients})
                  for cid, n in part.items()}
         steps = cfg.train.epochs * -(-max(sizes.values()) // cfg.train.batch_size)
+        for c in clients:
+            reseed_augmentation(c.train_x, cfg.seed, round_idx, c.cid)
         steppers = [
             BatchStepper(c.learner, c.train_x, c.train_y, lr=cfg.train.lr, batch_size=cfg.train.batch_size,
                          optimizer=cfg.train.optimizer, balanced=cfg.train.balanced,

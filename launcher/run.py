@@ -92,7 +92,7 @@ def client_ranks_for(cfg: Config, world: World, uses_mpc: bool) -> int:
 def build_clients(cfg: Config, client_ids: list[int]) -> tuple[list[Client], Any, list[str]]:
     from prompts import data as pdata
     from prompts.backbone import load_backbone
-    from prompts.features import compute_features
+    from prompts.features import OnTheFlyFeatures, compute_features
     from prompts.learner import PromptLearner
 
     # the tiny CLIP is one shared pretrained model; cfg.seed varies data and training only
@@ -114,7 +114,11 @@ def build_clients(cfg: Config, client_ids: list[int]) -> tuple[list[Client], Any
                 domain=cd.domain,
                 domain_name=cd.domain_name,
                 learner=learner,
-                train_x=compute_features(backbone, cd.train_images, n_views=cfg.data.n_views, seed=cfg.seed + cid),
+                train_x=(
+                    OnTheFlyFeatures(backbone, cd.train_images, augment=True)
+                    if cfg.train.augment
+                    else compute_features(backbone, cd.train_images, n_views=cfg.data.n_views, seed=cfg.seed + cid)
+                ),
                 train_y=cd.train_labels,
                 test_x=compute_features(backbone, cd.test_images)[:, 0],
                 test_y=cd.test_labels,

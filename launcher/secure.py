@@ -1,7 +1,8 @@
 """SecFPP's aggregation step and its plaintext twin, as strategies.
 
-Both reduce each domain prompt to ``x_i = normalise(R vec(D_i - D_init))`` with a public
-seeded projection ``R``, cluster the ``x_i`` with adaptive k-means, and give every client
+Both reduce each client to ``x_i = normalise(R vec(f_i - D_init))`` with a public seeded
+projection ``R`` (``f_i`` is the client's accumulated own updates or its prompt, see
+:class:`_ClusterFeatures`), cluster the ``x_i`` with adaptive k-means, and give every client
 the mean full prompt of its cluster (or the global mean when the cluster is smaller than
 ``min_cluster_size``). :class:`SecFPP` does it under CrypTen encryption across the parties
 (:mod:`mpc.secpc`); :class:`PlaintextClustered` does the same maths in the clear at an
@@ -38,15 +39,58 @@ def start_party(cfg: Config, world: World) -> Any:
     return init_from_mpi(spec)
 
 
-def _reduce_all(cfg: Config, prompts: dict[int, torch.Tensor], domain_init: torch.Tensor) -> tuple[list[int], torch.Tensor, torch.Tensor]:
-    """Client ids, reduced rows ``x_i`` and flattened prompts, in client-id order."""
+def _reduce_all(
+    cfg: Config, prompts: dict[int, torch.Tensor], domain_init: torch.Tensor, features: dict[int, torch.Tensor]
+) -> tuple[list[int], torch.Tensor, torch.Tensor]:
+    """Client ids, reduced rows ``x_i`` (of ``features``) and flattened prompts, in client-id order."""
     from mpc.projection import projection_matrix, reduce_prompt
 
     R = projection_matrix(domain_init.numel(), cfg.mpc.proj_dim, seed=cfg.seed)  # public, same everywhere
     ids = sorted(prompts)
-    x = torch.stack([reduce_prompt(prompts[i], domain_init, R) for i in ids])
+    x = torch.stack([reduce_prompt(features[i], domain_init, R) for i in ids])
     p = torch.stack([prompts[i].reshape(-1) for i in ids])
     return ids, x, p
+
+
+class _ClusterFeatures:
+    """What SecPC clusters for each client (``mpc.features``).
+
+    * ``drift`` (default): the sum of the client's *own* local updates over all rounds so far,
+      ``sum_r (D_i after training - D_i as installed)``. The prompt itself stops carrying the
+      client's domain once aggregation has pulled it to a cluster mean: clients merged in one
+      round then look identical and stay merged (measured: ARI stuck at 0-0.5 on the default).
+      The accumulated updates keep only what the client's own data said, averaging SGD noise
+      out over rounds. A client's drift is a function of its own prompts only, shared as
+      secretly as the prompt; nothing more is revealed.
+    * ``prompt``: ``D_i`` itself, SPEC §4 step 1 literally.
+
+    Either way the rows are reduced as ``normalise(R vec(f_i))`` and the *prompts* are what
+    gets averaged. State (the installed prompt and the drift per local client) is checkpointed.
+    """
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+        self.installed: dict[int, torch.Tensor] = {}
+        self.drift: dict[int, torch.Tensor] = {}
+
+    def __call__(self, prompts: dict[int, torch.Tensor], domain_init: torch.Tensor) -> dict[int, torch.Tensor]:
+        if self.mode == "prompt":
+            return prompts
+        out = {}
+        for cid, d in prompts.items():
+            update = d - self.installed.get(cid, domain_init)
+            self.drift[cid] = self.drift.get(cid, torch.zeros_like(d)) + update
+            out[cid] = domain_init + self.drift[cid]  # reduce_prompt subtracts D_init again
+        return out
+
+    def installed_now(self, prompts: dict[int, torch.Tensor]) -> None:
+        self.installed = {cid: p.clone() for cid, p in prompts.items()}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"installed": self.installed, "drift": self.drift}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.installed, self.drift = state["installed"], state["drift"]
 
 
 class _AdaptiveSchedule:
@@ -71,13 +115,14 @@ class PlaintextClustered(Strategy):
     def __init__(self, cfg: Config, world: World) -> None:
         super().__init__(cfg, world)
         self.schedule = _AdaptiveSchedule(cfg)
+        self.features = _ClusterFeatures(cfg.mpc.features)
         self.centres: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
 
     def aggregate(self, inp: RoundInput) -> RoundOutput:
         from mpc.reference import secpc_reference
 
         prompts, _ = self._gather(inp)
-        ids, x, p = _reduce_all(self.cfg, prompts, inp.domain_init)
+        ids, x, p = _reduce_all(self.cfg, prompts, inp.domain_init, self.features(prompts, inp.domain_init))
         k_range = self.schedule.k_range(inp.round_idx)
         res = secpc_reference(
             x.double(),
@@ -92,17 +137,19 @@ class PlaintextClustered(Strategy):
         self.schedule.k = res.k
         shape = inp.domain_init.shape
         rows = {cid: res.rows[j].float().reshape(shape) for j, cid in enumerate(ids)}
+        self.features.installed_now(rows)
         info: dict[str, Any] = {"k": res.k}
         if self.cfg.mpc.report_assignments:
             info["assignment"] = {cid: int(res.labels[j]) for j, cid in enumerate(ids) if cid in inp.prompts}
         return RoundOutput({cid: rows[cid] for cid in inp.prompts}, info)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"k": self.schedule.k, "centres": self.centres}
+        return {"k": self.schedule.k, "centres": self.centres, "features": self.features.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.schedule.k = state["k"]
         self.centres = state["centres"]
+        self.features.load_state_dict(state["features"])
 
 
 class SecFPP(Strategy):
@@ -116,12 +163,13 @@ class SecFPP(Strategy):
         super().__init__(cfg, world)
         self.party = party
         self.schedule = _AdaptiveSchedule(cfg)
+        self.features = _ClusterFeatures(cfg.mpc.features)  # this party's clients only
         self.warm: dict[tuple[int, int], Any] = {}  # encrypted centres per candidate set
 
     def aggregate(self, inp: RoundInput) -> RoundOutput:
         from mpc.aggregation import SecPCConfig, secpc_round
 
-        ids, x, p = _reduce_all(self.cfg, inp.prompts, inp.domain_init)
+        ids, x, p = _reduce_all(self.cfg, inp.prompts, inp.domain_init, self.features(inp.prompts, inp.domain_init))
         n_ranks = self.world.size
         owners = [cid % n_ranks for cid in range(self.cfg.n_clients)]
         k_range = self.schedule.k_range(inp.round_idx)
@@ -146,7 +194,9 @@ class SecFPP(Strategy):
         }
         if res.own_assignment is not None:
             info["assignment"] = {cid: int(res.own_assignment[j]) for j, cid in enumerate(ids)}
-        return RoundOutput({cid: res.own_rows[j].float().reshape(shape) for j, cid in enumerate(ids)}, info)
+        rows = {cid: res.own_rows[j].float().reshape(shape) for j, cid in enumerate(ids)}
+        self.features.installed_now(rows)
+        return RoundOutput(rows, info)
 
     def state_dict(self) -> dict[str, Any]:
         """This party's *shares* of the encrypted centres: useless alone, restored on resume."""
@@ -154,7 +204,7 @@ class SecFPP(Strategy):
             kr: {"share": s.SN.share.clone(), "precision": s.SN.encoder._precision_bits, "ks": s.ks, "bits": s.bits}
             for kr, s in self.warm.items()
         }
-        return {"k": self.schedule.k, "warm": warm}
+        return {"k": self.schedule.k, "warm": warm, "features": self.features.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         from mpc.clustering import SecureState
@@ -162,6 +212,7 @@ class SecFPP(Strategy):
 
         MPCTensor = import_crypten().mpc.MPCTensor
         self.schedule.k = state["k"]
+        self.features.load_state_dict(state["features"])
         self.warm = {
             kr: SecureState(MPCTensor.from_shares(w["share"], precision=w["precision"]), tuple(w["ks"]), w["bits"])
             for kr, w in state["warm"].items()

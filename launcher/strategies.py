@@ -46,6 +46,12 @@ def client_seed(seed: int, round_idx: int, cid: int) -> int:
     return (seed * 1_000_003 + round_idx * 10_007 + cid) % (2**31)
 
 
+def reseed_augmentation(features: Any, seed: int, round_idx: int, cid: int) -> None:
+    """Per-step augmented features (``train.augment``) draw from a stream restarted every round."""
+    if hasattr(features, "reseed"):
+        features.reseed(client_seed(seed, round_idx, cid) + 1)
+
+
 @dataclass
 class RoundInput:
     """What the loop hands a strategy each round."""
@@ -94,6 +100,7 @@ class Strategy:
         t0 = time.perf_counter()
         if self.trains and cfg.train.epochs > 0:
             for c in clients:
+                reseed_augmentation(c.train_x, cfg.seed, round_idx, c.cid)
                 train_local(
                     c.learner,
                     c.train_x,

@@ -152,6 +152,11 @@ class OnTheFlyFeatures:
     def __len__(self) -> int:
         return len(self.images)
 
+    def reseed(self, seed: int) -> None:
+        """Restart the augmentation stream (the launcher does it per round and client, so a resumed
+        run draws the same augmentations as an uninterrupted one)."""
+        self.generator = torch.Generator().manual_seed(seed)
+
     def batch(self, index: torch.Tensor, views: torch.Tensor | None = None) -> torch.Tensor:
         return encode_images(self.backbone, self.images, index, batch_size=max(1, len(index)),
                              augment=self.augment, generator=self.generator)

@@ -34,11 +34,25 @@ def test_default_config_loads_and_overrides_apply():
         ("rounds", r"not of the form key=value"),
         ("mpc=3", r"mpc: expected a mapping"),
         ("dp.delta=1.5", r"dp.delta: must be in \(0, 1\)"),
+        ("data.domains=[clean,bogus,striped]", r"data.domains: unknown style\(s\) \['bogus'\]"),
+        ("data.domains=[clean,striped]", r"data.domains lists 2 styles but data.n_domains=3"),
+        ("data.domains=[clean,clean,striped]", r"data.domains: repeated style"),
+        ("data.domains=clean", r"data.domains: expected"),
+        ("data.shots=0", r"data.shots: must be >= 1"),
+        ("mpc.features=gradients", r"mpc.features: drift or prompt"),
     ],
 )
 def test_bad_configs_are_rejected_with_the_key_named(override, message):
     with pytest.raises(ConfigError, match=message):
         load_config(DEFAULT, [override])
+
+
+def test_list_values_are_typed():
+    cfg = load_config(DEFAULT, ["data.domains=[striped, clean, noisy-thick]", "model.ctx_init=null", "model.n_ctx=8"])
+    assert cfg.data.domains == ["striped", "clean", "noisy-thick"]
+    assert cfg.model.ctx_init is None
+    with pytest.raises(ConfigError, match=r"data.domains: expected"):
+        load_config(DEFAULT, ["data.domains=[1, 2, 3]"])
 
 
 def test_missing_config_file(tmp_path):

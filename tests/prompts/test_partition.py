@@ -1,6 +1,7 @@
 import math
 
 import numpy as np
+import torch
 import pytest
 
 from prompts.data.partition import label_distribution, partition
@@ -73,3 +74,20 @@ def test_min_samples_and_errors():
         partition(domains, labels[:-1], 2, 0.5)
     for c in partition(domains, labels, 3, 0.5, min_samples=15, seed=2):
         assert len(c.train_idx) + len(c.test_idx) >= 15
+
+
+def test_few_shot_keeps_at_most_shots_per_class_and_is_seeded():
+    from prompts.data.federation import digits_federation
+
+    fed = digits_federation(n_domains=2, clients_per_domain=2, alpha=5.0, seed=0)
+    few = fed.few_shot(3, seed=1)
+    for full, c in zip(fed.clients, few.clients):
+        counts = np.bincount(c.train_labels.numpy(), minlength=10)
+        full_counts = np.bincount(full.train_labels.numpy(), minlength=10)
+        assert (counts == np.minimum(full_counts, 3)).all()
+        assert len(c.train_images) == len(c.train_labels)
+        assert torch.equal(c.test_labels, full.test_labels)  # test sets untouched
+    again = fed.few_shot(3, seed=1)
+    assert all(torch.equal(a.train_images, b.train_images) for a, b in zip(few.clients, again.clients))
+    with pytest.raises(ValueError, match="shots"):
+        fed.few_shot(0)
