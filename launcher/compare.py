@@ -34,7 +34,8 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--methods", default=DEFAULT_METHODS, help=f"comma-separated (default {DEFAULT_METHODS})")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--epsilons", default="1,4,8", help="target epsilons for the DP methods")
-    p.add_argument("--out", help="output directory (default runs/compare-<time>)")
+    p.add_argument("--out", help="output directory (default runs/compare-<time>); rerunning into the same "
+                   "directory reuses the runs that finished")
     p.add_argument("overrides", nargs="*", help="key=value overrides applied to every run")
     return p.parse_args(argv)
 
@@ -80,15 +81,26 @@ def _aggregate(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
         mpc = [r["summary"]["mpc_over_local"] for r in runs if "mpc_over_local" in r["summary"]]
         if mpc:
             row["mpc_over_local"] = statistics.fmean(mpc)
+        ari = [r["summary"]["ari_per_round"][-1] for r in runs if r["summary"].get("ari_per_round")]
+        if ari:
+            row["final_ari"] = statistics.fmean(ari)
         rows.append(row)
     return rows
 
 
 def _table(rows: list[dict[str, Any]]) -> str:
-    lines = ["| method | epsilon | accuracy (%) mean ± std over clients x seeds | seeds |", "| --- | --- | --- | --- |"]
+    lines = [
+        "| method | epsilon | accuracy (%) mean ± std over clients x seeds | std over seeds | final ARI | MPC/local time | seeds |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for r in rows:
         eps = "—" if r["epsilon"] is None else f"{r['epsilon']:g}" + ("*" if r.get("epsilon_heuristic") else "")
-        lines.append(f"| {r['method']} | {eps} | {100 * r['acc_mean']:.1f} ± {100 * r['acc_std']:.1f} | {r['seeds']} |")
+        ari = f"{r['final_ari']:.2f}" if "final_ari" in r else "—"
+        ratio = f"{r['mpc_over_local']:.1f}" if "mpc_over_local" in r else "—"
+        lines.append(
+            f"| {r['method']} | {eps} | {100 * r['acc_mean']:.1f} ± {100 * r['acc_std']:.1f} "
+            f"| {100 * r['acc_std_over_seeds']:.1f} | {ari} | {ratio} | {r['seeds']} |"
+        )
     if any(r.get("epsilon_heuristic") for r in rows):
         lines += ["", "\\* heuristic epsilon (DP-FPL's noise formula, no accountant): not comparable with an accounted one."]
     return "\n".join(lines) + "\n"
@@ -154,9 +166,15 @@ def main(argv: list[str]) -> int:
         run_dir = out / "runs" / (f"{job['method']}-s{job['seed']}" + (f"-eps{job['epsilon']:g}" if job["epsilon"] else ""))
         cmd = _command(job["method"], world_size(cfg.method, cfg.n_clients, cfg.mpc.dealer),
                        ["--config", a.config, *overrides, "--run-dir", str(run_dir)])
-        print(f"[{i}/{len(jobs)}] {' '.join(cmd[cmd.index('-m') - 1:] if '-m' in cmd else cmd)}", flush=True)
-        done = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        if done.returncode != 0:
+        if (run_dir / "summary.json").is_file():  # finished by an earlier, interrupted compare
+            print(f"[{i}/{len(jobs)}] {run_dir} already complete, reused", flush=True)
+            done = None
+        else:
+            print(f"[{i}/{len(jobs)}] {' '.join(cmd[cmd.index('-m') - 1:] if '-m' in cmd else cmd)}", flush=True)
+            if run_dir.exists():
+                shutil.rmtree(run_dir)  # a run cut off mid-way restarts from scratch
+            done = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        if done is not None and done.returncode != 0:
             print(done.stderr[-3000:], file=sys.stderr)
             print(f"error: run {run_dir} failed (exit {done.returncode})", file=sys.stderr)
             return 1

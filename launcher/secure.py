@@ -87,10 +87,10 @@ class _ClusterFeatures:
         self.installed = {cid: p.clone() for cid, p in prompts.items()}
 
     def state_dict(self) -> dict[str, Any]:
-        return {"installed": self.installed, "drift": self.drift}
+        return {"installed": dict(self.installed), "drift": dict(self.drift)}  # tensors are never mutated
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.installed, self.drift = state["installed"], state["drift"]
+        self.installed, self.drift = dict(state["installed"]), dict(state["drift"])
 
 
 class _AdaptiveSchedule:
