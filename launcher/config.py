@@ -64,6 +64,7 @@ class MPCConfig:
     k_min: int = 2
     k_max: int = 4
     iters: int = 10
+    restarts: int = 4  # Forgy draws per candidate k; the best silhouette among all wins
     proj_dim: int = 64
     min_cluster_size: int = 3
     adapt_every: int = 1
@@ -196,6 +197,7 @@ def _check(cfg: Config) -> None:
         need(cfg.n_clients >= 2, "secure clustering needs at least 2 clients")
     need(p.features in ("drift", "prompt"), f"mpc.features: drift or prompt, got {p.features!r}")
     need(p.iters >= 1, f"mpc.iters: must be >= 1, got {p.iters}")
+    need(p.restarts >= 1, f"mpc.restarts: must be >= 1, got {p.restarts}")
     need(p.proj_dim >= 1, f"mpc.proj_dim: must be >= 1, got {p.proj_dim}")
     need(p.min_cluster_size >= 1, f"mpc.min_cluster_size: must be >= 1, got {p.min_cluster_size}")
     need(p.adapt_every >= 1, f"mpc.adapt_every: must be >= 1, got {p.adapt_every}")

@@ -132,6 +132,7 @@ class PlaintextClustered(Strategy):
             self.cfg.seed,
             self.cfg.mpc.min_cluster_size,
             warm_state=self.centres.get(k_range),
+            restarts=self.cfg.mpc.restarts,
         )
         self.centres[k_range] = (res.S, res.n)
         self.schedule.k = res.k
@@ -180,6 +181,7 @@ class SecFPP(Strategy):
             seed=self.cfg.seed,
             min_cluster_size=self.cfg.mpc.min_cluster_size,
             reveal_own_assignment=self.cfg.mpc.report_assignments,
+            restarts=self.cfg.mpc.restarts,
         )
         res = secpc_round(self.party, x, p, owners, config, warm=self.warm.get(k_range))
         self.warm[k_range] = res.state

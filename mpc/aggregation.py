@@ -15,7 +15,7 @@ import torch
 
 from mpc import reference as ref
 from mpc import secure_ops as so
-from mpc.clustering import INV_BITS, SecureState, inverse_table, secure_kmeans, secure_silhouette_choice
+from mpc.clustering import INV_BITS, SecureState, inverse_table, secure_kmeans, secure_silhouette_choice, select_group
 from mpc.compat import import_crypten
 from mpc.stats import CommLog
 
@@ -28,6 +28,7 @@ class SecPCConfig:
     seed: int = 0
     min_cluster_size: int = 3
     reveal_own_assignment: bool = False  # evaluation only (ARI); written into results when on
+    restarts: int = 1  # Forgy draws per candidate k (the best silhouette wins, see mpc.reference)
 
 
 @dataclass
@@ -83,7 +84,7 @@ def secpc_round(
     ct = import_crypten()
     rank = party.rank
     log = CommLog()
-    ks = ref.candidate_ks(config.k_min, config.k_max)
+    ks = ref.candidate_groups(config.k_min, config.k_max, config.restarts)
     N = len(owners)
     xq = ref.quantize(x_local, ref.quant_bits(N))
     x2 = (xq.double() ** 2).sum(1, keepdim=True) / 2.0 ** (2 * ref.quant_bits(N))
@@ -92,15 +93,10 @@ def secpc_round(
     out = secure_kmeans(x_local, owners, rank, ks, config.iters, config.seed, warm=warm, log=log)
     A_all = out.A
     if len(ks) == 1:
-        k, g, cbits = ks[0], 0, None
+        k, A, cbits = ks[0], A_all, None
     else:
-        K = A_all.shape[1]
-        nf_all = A_all.sum(0)
-        k, g, cb_extra = secure_silhouette_choice(out, F[:, 0], ks, N, log, nf_bits=nf_all)
-        off = ref.group_layout(ks)[g][0]
-        cbits = cb_extra[off : off + k]
-    off = ref.group_layout(ks)[g][0]
-    A = A_all[:, off : off + k]
+        k, onehot, cb_all = secure_silhouette_choice(out, F[:, 0], ks, N, log)
+        A, cbits = select_group(A_all, cb_all, onehot, ks, k, log)
     agg = secure_aggregate(A, F[:, 1:], N, config.min_cluster_size, log, count_bits=cbits)
     mine = [i for i, o in enumerate(owners) if o == rank]
     own_rows, own_assign = None, None

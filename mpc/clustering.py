@@ -12,7 +12,11 @@ encryption:
   (all pairs of all candidates, 15 rounds) + ``ceil(log2(k_max - 1))`` AND rounds + 1 matmul
   (``A^T [X | 1]`` = sums and counts) + ``ceil(log2 N)`` AND rounds (empty-cluster flag
   ``z_j = prod_i (1 - A_ij)``) + 1 mul (empty clusters keep their (S, n));
-* the adaptive criterion runs once after the loop (see :func:`secure_silhouette_choice`).
+* the adaptive criterion runs once after the loop (see :func:`secure_silhouette_choice`);
+* with restarts (several groups of the same k, :func:`mpc.reference.candidate_groups`) every
+  group runs in the same batched operations (more bytes, no more rounds); the winner among the
+  groups of the revealed k is picked by an encrypted one-hot multiplexer (:func:`select_group`,
+  1 mul round), so which restart won is never revealed.
 
 Nothing is revealed inside the loop (fixed iteration count, no "changed?" bit).
 """
@@ -130,12 +134,13 @@ def inverse_table(n_max: int, min_size: int = 1, bits: int = INV_BITS) -> torch.
     return h
 
 
-def secure_silhouette_choice(out: KMeansOutput, x2_fixed, ks: list[int], N: int, log: CommLog, nf_bits=None):
-    """Simplified silhouette of every candidate under encryption; reveals only the chosen k.
+def secure_silhouette_choice(out: KMeansOutput, x2_fixed, ks: list[int], N: int, log: CommLog):
+    """Simplified silhouette of every group under encryption; reveals only the chosen k.
 
-    ``x2_fixed``: encrypted ``||x_i||^2`` (N, CrypTen fixed point). ``nf_bits``: optional extra
-    counts to look up in the same batched comparison (returned for the aggregation).
-    Returns (chosen k, index of its group, extra count bits or None).
+    ``x2_fixed``: encrypted ``||x_i||^2`` (N, CrypTen fixed point). The count bits of the final
+    labels (``[n_f_j >= v]``, needed for the singleton rule) come out of the same batched
+    comparison as the centres' counts and are returned for the aggregation.
+    Returns (chosen k, encrypted ``1 x G`` one-hot of the winning group, ``K x N`` count bits).
     """
     ct = import_crypten()
     bits = out.state.bits
@@ -143,9 +148,8 @@ def secure_silhouette_choice(out: KMeansOutput, x2_fixed, ks: list[int], N: int,
     K, m1 = SN.shape
     with log.phase("criterion"):
         counts = SN[:, m1 - 1]
-        extra = nf_bits
-        allc = ct.cat([counts, extra]) if extra is not None else counts
-        cb = so.count_bits(allc, N)
+        A = out.A
+        cb = so.count_bits(ct.cat([counts, A.sum(0)]), N)
         inv = so.lookup(cb[:K], inverse_table(N))  # round(2^20 / n), int
         S = SN[:, : m1 - 1]
         C = so.truncate(S * inv.unsqueeze(1).expand(K, m1 - 1), 2**INV_BITS)  # centres, scale 2^bits
@@ -157,25 +161,55 @@ def secure_silhouette_choice(out: KMeansOutput, x2_fixed, ks: list[int], N: int,
         cc = so.mul_public_int(so.as_int(H[Nr:]), torch.eye(K, dtype=torch.long)).sum(0)
         cc = so.as_fixed(cc)
         D = x2_fixed.unsqueeze(1) - H[:Nr] * 2 + cc.unsqueeze(0)  # squared distances, N x K
-        A = out.A
         Dm = D + so.as_fixed(so.mul_public_int(A, torch.tensor(8 << so.FIXED_BITS)))  # own centre masked
         J, L = ref.pair_layout(ks)
         w = so.ltz(so.add_raw(Dm[:, J] - Dm[:, L], -1))  # [Dm_J <= Dm_L]
         Bm = so.onehot_from_pairs(w, Nr, ks, J, L)  # second-nearest (nearest other) centre
-        both = ct.cat([A, Bm], 0) * ct.cat([D, Dm], 0)
+        As = A * cb[K:, 1].unsqueeze(0).expand(Nr, K)  # A_ij [n_f_j >= 2]: singletons drop out
+        both = ct.cat([As, Bm], 0) * ct.cat([D, Dm], 0)
         gm = torch.zeros(K, len(ks), dtype=torch.long)
         for g, (off, k) in enumerate(ref.group_layout(ks)):
             gm[off : off + k, g] = 1
         ab = so.matmul_public_int(both, gm)  # 2N x G
-        a, b = ab[:Nr], ab[Nr:]
+        a, b = ab[:Nr], ab[Nr:]  # a_i is 0 for a row alone in its cluster
+        shared = so.matmul_public_int(As, gm).sum(0)  # rows not alone, per group (int)
         r = (b + ref.EPS_SIL).reciprocal()
-        s = (a * r).mean(0)  # mean of a/(b+eps); score = 1 - s
+        # N * score = sum_i shared_i (1 - a_i / (b_i + eps)); s = -N * score
+        s = (a * r).sum(0) - so.as_fixed(so.mul_public_int(shared, torch.tensor(1 << so.FIXED_BITS)))
     with log.phase("select_k"):
         G = len(ks)
         Jg, Lg = ref.pair_layout([G])
-        # argmax of score = argmin of s: J beats L iff s_J <= s_L, ties to the smaller k
+        # argmax of score = argmin of s: J beats L iff s_J <= s_L, ties to the first group
         wg = so.ltz(so.add_raw(s[Jg] - s[Lg], -1)).unsqueeze(0)
         onehot = so.onehot_from_pairs(wg, 1, [G], Jg, Lg)
         k_enc = so.matmul_public_int(onehot, torch.tensor(ks, dtype=torch.long))
         k = int(k_enc.get_plain_text().round().item())
-    return k, ks.index(k), (cb[K:] if extra is not None else None)
+    return k, onehot, cb[K:]
+
+
+def select_group(A_all, cbits, onehot, ks: list[int], k: int, log: CommLog):
+    """The winning group's labels (``N x k``) and count bits (``k x n``), still encrypted.
+
+    ``A_all``: ``N x K`` labels of all groups; ``cbits``: ``K x n`` count bits of all columns;
+    ``onehot``: encrypted ``1 x G`` winner among the groups (only groups of the revealed ``k``
+    can be hot). When a single group has that k its index is public (slicing is local);
+    otherwise ``sum_g onehot_g * block_g`` over the groups of size k, one multiplication round.
+    """
+    layout = ref.group_layout(ks)
+    cand = [g for g, kk in enumerate(ks) if kk == k]
+    if len(cand) == 1:
+        off = layout[cand[0]][0]
+        return A_all[:, off : off + k], cbits[off : off + k]
+    ct = import_crypten()
+    N = A_all.shape[0]
+    cols = torch.cat([torch.arange(layout[g][0], layout[g][0] + k) for g in cand])  # R*k columns
+    with log.phase("select_group"):
+        blocks = ct.cat([A_all[:, cols], cbits[cols].t()], 0)  # (N + n) x R*k
+        spread = torch.zeros(len(ks), len(cols), dtype=torch.long)
+        for r, g in enumerate(cand):
+            spread[g, r * k : (r + 1) * k] = 1
+        w = so.matmul_public_int(onehot, spread)  # 1 x R*k: onehot of the block's group
+        picked = blocks * w.expand(blocks.shape[0], len(cols))
+        fold = torch.eye(k, dtype=torch.long).repeat(len(cand), 1)  # R*k x k: sum the blocks
+        out = so.matmul_public_int(picked, fold)
+    return out[:N], out[N:].t()

@@ -10,13 +10,16 @@ Shared conventions (public, identical in the secure code, which imports them fro
   :func:`quant_bits`). The Lloyd part is then *exact integer arithmetic*, so the secure run
   reproduces this reference bit for bit, ties included.
 * **Centres** are kept as (sum ``S_j``, count ``n_j``) — no division inside the loop. Initial
-  centres follow Forgy's method with *public* randomness: for each candidate k, k distinct
+  centres follow Forgy's method with *public* randomness: for each candidate group, k distinct
   rows chosen by a seeded permutation (:func:`initial_rows`), with count 1. The indices are
   public and data-independent; the rows' values stay encrypted (taking rows of a shared
   matrix at public indices is a local operation), so nothing is revealed, and every centre
   starts inside the data (random directions in R^m would often start far from all rows,
-  never win one, and spoil the adaptive choice of k). Candidate ``k`` values are laid side
-  by side as column groups.
+  never win one, and spoil the adaptive choice of k). Candidates are laid side by side as
+  column groups; with ``restarts = R`` every k appears R times (k-major: ``[2, 2, 3, 3, ...]``,
+  :func:`candidate_groups`), each copy from its own Forgy draw, because Lloyd from one draw
+  often stops in a poor local optimum (measured on the default: k=3 from one draw splits a
+  domain and merges two others in about half the seeds).
 * **Assignment.** ``e_ij = ||S_j||^2 - 2 n_j x_i.S_j`` equals ``n_j^2 (||x_i - c_j||^2 - ||x_i||^2)``,
   so ``d_ij < d_il  <=>  f = e_ij n_l^2 - e_il n_j^2 < 0`` (all counts > 0). For columns j < l of a
   group, ``w = [f <= 0]`` says "j beats l"; ``1 - w`` says "l beats j" (strict). Column j is hot
@@ -27,8 +30,13 @@ Shared conventions (public, identical in the secure code, which imports them fro
   recomputed with the final centres (scikit-learn's ``labels_`` semantics), i.e. T+1 assignments.
 * **Adaptive k** (when ``k_min < k_max``): simplified silhouette on *squared* distances to the
   final centres ``c_j = S_j / n_j``: ``a_i`` = distance to own centre, ``b_i`` = smallest distance to
-  another centre of the same candidate, ``s_i = 1 - a_i / (b_i + EPS_SIL)``; score = mean over rows;
-  the largest score wins, ties to the smallest k. Only the chosen k is revealed.
+  another centre of the same candidate, ``s_i = 1 - a_i / (b_i + EPS_SIL)``, and ``s_i = 0`` for a
+  row alone in its cluster (Rousseeuw's convention: otherwise a singleton scores a perfect 1 and
+  splitting a true cluster pays; measured on 9 rows in 3 domains it picked k=4 every time);
+  score = mean over rows;
+  the largest score over all groups wins, ties to the first group (the smallest k, then the
+  earliest restart). Only the chosen k is revealed; which restart won stays encrypted (the
+  secure code selects the winner's labels with an encrypted one-hot multiplexer).
 * **Aggregation.** ``n_f = A^T 1`` of the final labels; cluster j's value is the mean of its
   members' prompts if ``n_f_j >= min_cluster_size``, else the mean over all N rows; row i receives
   its cluster's value.
@@ -69,13 +77,20 @@ def quantize(x: torch.Tensor, bits: int) -> torch.Tensor:
     return torch.round(x.double() * (2.0**bits)).long()
 
 
+RESTART_STRIDE = 1_000_003  # seed offset between restarts of the same k (restart 0 = no offset)
+
+
 def initial_rows(ks: list[int], n_rows: int, seed: int) -> torch.Tensor:
-    """Public, data-independent row indices of the initial centres, candidate after candidate."""
-    idx = []
+    """Public, data-independent row indices of the initial centres, group after group.
+
+    The r-th group with a given k (a restart) draws from its own seeded permutation."""
+    idx, seen = [], {}
     for k in ks:
         if k > n_rows:
             raise ValueError(f"cannot start {k} centres from {n_rows} rows")
-        gen = torch.Generator().manual_seed(int(seed) * 1000 + int(k))
+        r = seen.get(k, 0)
+        seen[k] = r + 1
+        gen = torch.Generator().manual_seed(int(seed) * 1000 + int(k) + RESTART_STRIDE * r)
         idx.append(torch.randperm(n_rows, generator=gen)[:k])
     return torch.cat(idx)
 
@@ -89,6 +104,13 @@ def candidate_ks(k_min: int, k_max: int) -> list[int]:
     if not 1 <= k_min <= k_max:
         raise ValueError(f"need 1 <= k_min <= k_max, got {k_min}, {k_max}")
     return list(range(k_min, k_max + 1))
+
+
+def candidate_groups(k_min: int, k_max: int, restarts: int = 1) -> list[int]:
+    """The k of every column group: each candidate k ``restarts`` times, k-major."""
+    if restarts < 1:
+        raise ValueError(f"need restarts >= 1, got {restarts}")
+    return [k for k in candidate_ks(k_min, k_max) for _ in range(restarts)]
 
 
 def group_layout(ks: list[int]) -> list[tuple[int, int]]:
@@ -163,17 +185,23 @@ def silhouette_scores(x: torch.Tensor, S, n, A, ks, bits) -> torch.Tensor:
         dk, Ak = d[:, off : off + k], A[:, off : off + k].double()
         a = (dk * Ak).sum(1)
         b = (dk + 8.0 * Ak).min(1).values
-        scores.append((1 - a / (b + EPS_SIL)).mean())
+        shared = Ak @ (Ak.sum(0) >= 2).double()  # 0 for a row alone in its cluster
+        scores.append((shared * (1 - a / (b + EPS_SIL))).mean())
     return torch.stack(scores)
 
 
-def choose_k(scores: torch.Tensor, ks: list[int]) -> int:
-    """Largest score, ties to the smallest k (first maximum)."""
+def choose_group(scores: torch.Tensor) -> int:
+    """Index of the largest score, ties to the first group (smallest k, earliest restart)."""
     best = 0
-    for c in range(1, len(ks)):
+    for c in range(1, len(scores)):
         if scores[c] > scores[best]:
             best = c
-    return ks[best]
+    return best
+
+
+def choose_k(scores: torch.Tensor, ks: list[int]) -> int:
+    """The k of the winning group (:func:`choose_group`)."""
+    return ks[choose_group(scores)]
 
 
 def aggregate(P: torch.Tensor, A: torch.Tensor, min_cluster_size: int) -> torch.Tensor:
@@ -192,9 +220,10 @@ class ReferenceResult:
     rows: torch.Tensor  # N x P_dim aggregates (float64)
     k: int
     labels: torch.Tensor  # N, labels of the chosen candidate
-    scores: torch.Tensor | None  # silhouette per candidate (None for a fixed k)
+    scores: torch.Tensor | None  # silhouette per group (None for a single group)
     S: torch.Tensor
     n: torch.Tensor
+    group: int = 0  # index of the winning group (never revealed by the secure code)
 
 
 def secpc_reference(
@@ -206,21 +235,20 @@ def secpc_reference(
     min_cluster_size: int = 3,
     bits: int | None = None,
     warm_state: tuple[torch.Tensor, torch.Tensor] | None = None,
+    restarts: int = 1,
 ) -> ReferenceResult:
     """The whole SecPC round in plaintext: cluster ``X``, pick k, aggregate ``P``."""
-    ks = candidate_ks(*k_range)
+    ks = candidate_groups(*k_range, restarts)
     N, m = X.shape
     bits = quant_bits(N) if bits is None else bits
     xq = quantize(X, bits)
     S0, n0 = warm_state if warm_state is not None else initial_state(ks, xq, seed)
     S, n, A = lloyd_int(xq, S0, n0, ks, iters)
-    scores = None
-    if len(ks) == 1:
-        k = ks[0]
-    else:
+    scores, g = None, 0
+    if len(ks) > 1:
         scores = silhouette_scores(xq, S, n, A, ks, bits)
-        k = choose_k(scores, ks)
-    off = dict((kk, o) for o, kk in group_layout(ks))[k]
+        g = choose_group(scores)
+    off, k = group_layout(ks)[g]
     Ak = A[:, off : off + k]
     rows = aggregate(P, Ak, min_cluster_size) if P is not None else None
-    return ReferenceResult(rows, k, Ak.argmax(1), scores, S, n)
+    return ReferenceResult(rows, k, Ak.argmax(1), scores, S, n, g)

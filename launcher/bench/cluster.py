@@ -45,6 +45,7 @@ def parse(argv):
     ap.add_argument("--dealer", choices=("ttp", "tfp"), default="ttp")
     ap.add_argument("--k-min", type=int, default=2)
     ap.add_argument("--k-max", type=int, default=6)
+    ap.add_argument("--restarts", type=int, default=4, help="Forgy draws per candidate k (adaptive round)")
     ap.add_argument("--no-adaptive", action="store_true")
     ap.add_argument("--no-naive", action="store_true")
     return ap.parse_args(argv)
@@ -126,9 +127,9 @@ def main(argv: list[str]) -> int:
     if not args.no_adaptive:
         comm.barrier()
         t0 = time.perf_counter()
-        res_ad = secpc_round(party, X[mine], P[mine], owners, SecPCConfig(args.k_min, args.k_max, T, args.seed))
+        res_ad = secpc_round(party, X[mine], P[mine], owners, SecPCConfig(args.k_min, args.k_max, T, args.seed, restarts=args.restarts))
         adaptive = dict(seconds=time.perf_counter() - t0, k=res_ad.k, stats=res_ad.stats)
-        r_ad = ref.secpc_reference(X, P, (args.k_min, args.k_max), T, args.seed)
+        r_ad = ref.secpc_reference(X, P, (args.k_min, args.k_max), T, args.seed, restarts=args.restarts)
         adaptive["reference_k"] = r_ad.k
     payload = dict(sec=sec_stats, naive=naive.get("stats"), fixed=res_fixed.stats, adaptive=adaptive and adaptive["stats"])
     gathered = clients.gather(payload, root=0)
