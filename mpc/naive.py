@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 
+from mpc import secure_ops as so
 from mpc.compat import import_crypten
 from mpc.stats import CommLog
 
@@ -32,7 +33,9 @@ def naive_kmeans(X, C0: torch.Tensor, iters: int, log: CommLog | None = None, ma
             with log.phase("naive_lloyd"):
                 A = assign(C)
                 sums = A.t().matmul(X)
-                counts = A.sum(0)
+                # CrypTen's one-hot argmin comes back with encoder scale 1; reciprocal needs
+                # fixed point (without this the centres blew up to ~1e14 after one iteration)
+                counts = so.as_fixed(so.mul_public_int(A.sum(0), torch.tensor(1 << so.FIXED_BITS)))
                 C = sums * counts.reciprocal().unsqueeze(1)
         with log.phase("naive_assign_final"):
             A = assign(C)
