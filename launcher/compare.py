@@ -47,7 +47,8 @@ def _command(method: str, n: int, args: list[str]) -> list[str]:
     mpirun = shutil.which("mpirun", path=os.path.dirname(sys.executable)) or shutil.which("mpirun")
     if mpirun is None:
         raise ConfigError("mpirun not found (run `source scripts/env.sh` or install via scripts/setup.sh)")
-    return [mpirun, "--oversubscribe", "-np", str(n), *base]
+    root = ["--allow-run-as-root"] if hasattr(os, "geteuid") and os.geteuid() == 0 else []  # Open MPI refuses root
+    return [mpirun, "--oversubscribe", *root, "-np", str(n), *base]
 
 
 def _jobs(a: argparse.Namespace) -> list[dict[str, Any]]:
