@@ -35,7 +35,7 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--epsilons", default="1,4,8", help="target epsilons for the DP methods")
     p.add_argument("--out", help="output directory (default runs/compare-<time>); rerunning into the same "
-                   "directory reuses the runs that finished")
+                   "directory reuses the runs that finished and resumes the ones cut off")
     p.add_argument("overrides", nargs="*", help="key=value overrides applied to every run")
     return p.parse_args(argv)
 
@@ -125,15 +125,21 @@ def _plots(out: Path, results: list[dict[str, Any]], rows: list[dict[str, Any]])
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4))
+    from matplotlib.ticker import MaxNLocator, NullFormatter, ScalarFormatter
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
     curves: dict[str, list[list[float]]] = {}
     for r in results:
         label = r["method"] + (f" eps={r['epsilon']:g}" if r["epsilon"] is not None else "")
         curves.setdefault(label, []).append([m["mean_acc"] for m in r["metrics"]])
-    for label, runs in sorted(curves.items()):
+    colours = plt.get_cmap("tab20").colors  # > 10 curves: tab10 would repeat colours
+    markers = "os^vDP*Xh<>"
+    for j, (label, runs) in enumerate(sorted(curves.items())):
         n = min(len(c) for c in runs)
         mean = [100 * statistics.fmean(c[i] for c in runs) for i in range(n)]
-        ax.plot(range(1, n + 1), mean, marker="o", label=label)
+        ax.plot(range(1, n + 1), mean, marker=markers[j % len(markers)], color=colours[(2 * j) % 20 + (j >= 10)],
+                label=label, linestyle="--" if label.startswith("secfpp") else "-")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     _save(fig, ax, out / "accuracy_per_round.png", "round", "test accuracy (%), mean over clients and seeds")
 
     dp_rows = [r for r in rows if r["epsilon"] is not None]
@@ -141,11 +147,17 @@ def _plots(out: Path, results: list[dict[str, Any]], rows: list[dict[str, Any]])
         fig, ax = plt.subplots(figsize=(5, 3.5))
         for method in sorted({r["method"] for r in dp_rows}):
             pts = sorted((r["epsilon"], 100 * r["acc_mean"]) for r in dp_rows if r["method"] == method)
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=method)
+            heuristic = any(r.get("epsilon_heuristic") for r in dp_rows if r["method"] == method)
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o",
+                    label=method + (" (heuristic eps)" if heuristic else ""))
         for r in rows:
             if r["method"] == "secfpp":
                 ax.axhline(100 * r["acc_mean"], color="k", linestyle="--", label="secfpp (no noise)")
         ax.set_xscale("log")
+        eps = sorted({r["epsilon"] for r in dp_rows})
+        ax.set_xticks(eps)
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_minor_formatter(NullFormatter())
         _save(fig, ax, out / "accuracy_vs_epsilon.png", "epsilon", "test accuracy (%)")
 
 
@@ -165,15 +177,17 @@ def main(argv: list[str]) -> int:
             overrides.append(f"dp.epsilon={job['epsilon']}")
         cfg = load_config(a.config, overrides)
         run_dir = out / "runs" / (f"{job['method']}-s{job['seed']}" + (f"-eps{job['epsilon']:g}" if job["epsilon"] else ""))
-        cmd = _command(job["method"], world_size(cfg.method, cfg.n_clients, cfg.mpc.dealer),
-                       ["--config", a.config, *overrides, "--run-dir", str(run_dir)])
+        n_ranks = world_size(cfg.method, cfg.n_clients, cfg.mpc.dealer)
+        cmd = _command(job["method"], n_ranks, ["--config", a.config, *overrides, "--run-dir", str(run_dir)])
         if (run_dir / "summary.json").is_file():  # finished by an earlier, interrupted compare
             print(f"[{i}/{len(jobs)}] {run_dir} already complete, reused", flush=True)
             done = None
         else:
+            if (run_dir / "config.yaml").is_file():  # cut off mid-way: continue after its last complete round
+                cmd = _command(job["method"], n_ranks, ["--resume", str(run_dir)])
+            elif run_dir.exists():
+                shutil.rmtree(run_dir)  # died before writing its config: nothing to keep
             print(f"[{i}/{len(jobs)}] {' '.join(cmd[cmd.index('-m') - 1:] if '-m' in cmd else cmd)}", flush=True)
-            if run_dir.exists():
-                shutil.rmtree(run_dir)  # a run cut off mid-way restarts from scratch
             done = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         if done is not None and done.returncode != 0:
             print(done.stderr[-3000:], file=sys.stderr)
