@@ -177,16 +177,17 @@ def main(argv: list[str]) -> int:
             overrides.append(f"dp.epsilon={job['epsilon']}")
         cfg = load_config(a.config, overrides)
         run_dir = out / "runs" / (f"{job['method']}-s{job['seed']}" + (f"-eps{job['epsilon']:g}" if job["epsilon"] else ""))
-        n_ranks = world_size(cfg.method, cfg.n_clients, cfg.mpc.dealer)
-        cmd = _command(job["method"], n_ranks, ["--config", a.config, *overrides, "--run-dir", str(run_dir)])
         if (run_dir / "summary.json").is_file():  # finished by an earlier, interrupted compare
             print(f"[{i}/{len(jobs)}] {run_dir} already complete, reused", flush=True)
             done = None
         else:
             if (run_dir / "config.yaml").is_file():  # cut off mid-way: continue after its last complete round
-                cmd = _command(job["method"], n_ranks, ["--resume", str(run_dir)])
-            elif run_dir.exists():
-                shutil.rmtree(run_dir)  # died before writing its config: nothing to keep
+                run_args = ["--resume", str(run_dir)]
+            else:
+                if run_dir.exists():
+                    shutil.rmtree(run_dir)  # died before writing its config: nothing to keep
+                run_args = ["--config", a.config, *overrides, "--run-dir", str(run_dir)]
+            cmd = _command(job["method"], world_size(cfg.method, cfg.n_clients, cfg.mpc.dealer), run_args)
             print(f"[{i}/{len(jobs)}] {' '.join(cmd[cmd.index('-m') - 1:] if '-m' in cmd else cmd)}", flush=True)
             done = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         if done is not None and done.returncode != 0:

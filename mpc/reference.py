@@ -199,10 +199,6 @@ def choose_group(scores: torch.Tensor) -> int:
     return best
 
 
-def choose_k(scores: torch.Tensor, ks: list[int]) -> int:
-    """The k of the winning group (:func:`choose_group`)."""
-    return ks[choose_group(scores)]
-
 
 def aggregate(P: torch.Tensor, A: torch.Tensor, min_cluster_size: int) -> torch.Tensor:
     """Row i gets its cluster's mean prompt, or the global mean if the cluster is too small."""
