@@ -72,6 +72,8 @@ class MPCConfig:
     address: str = "127.0.0.1"
     report_assignments: bool = False
     features: str = "drift"  # what is clustered: "drift" (own accumulated updates) or "prompt" (D_i)
+    # min_cluster_size < 3 or 2 clients: a cluster member can read another member's prompt
+    allow_insecure: bool = False
 
 
 @dataclass
@@ -195,6 +197,12 @@ def _check(cfg: Config) -> None:
             f"mpc.k_max={p.k_max} exceeds the number of clients ({cfg.n_clients})",
         )
         need(cfg.n_clients >= 2, "secure clustering needs at least 2 clients")
+        need(
+            p.allow_insecure or (p.min_cluster_size >= 3 and cfg.n_clients >= 3),
+            f"mpc.min_cluster_size={p.min_cluster_size} with {cfg.n_clients} clients lets a client read "
+            "another's prompt from a cluster mean (needs min_cluster_size >= 3 and >= 3 clients); "
+            "set mpc.allow_insecure=true to run it anyway",
+        )
     need(p.features in ("drift", "prompt"), f"mpc.features: drift or prompt, got {p.features!r}")
     need(p.iters >= 1, f"mpc.iters: must be >= 1, got {p.iters}")
     need(p.restarts >= 1, f"mpc.restarts: must be >= 1, got {p.restarts}")

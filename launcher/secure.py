@@ -168,7 +168,7 @@ class SecFPP(Strategy):
         self.warm: dict[tuple[int, int], Any] = {}  # encrypted centres per candidate set
 
     def aggregate(self, inp: RoundInput) -> RoundOutput:
-        from mpc.aggregation import SecPCConfig, secpc_round
+        from mpc.secpc import SecPCConfig, secpc_round
 
         ids, x, p = _reduce_all(self.cfg, inp.prompts, inp.domain_init, self.features(inp.prompts, inp.domain_init))
         n_ranks = self.world.size
@@ -182,6 +182,7 @@ class SecFPP(Strategy):
             min_cluster_size=self.cfg.mpc.min_cluster_size,
             reveal_own_assignment=self.cfg.mpc.report_assignments,
             restarts=self.cfg.mpc.restarts,
+            allow_insecure=self.cfg.mpc.allow_insecure,
         )
         res = secpc_round(self.party, x, p, owners, config, warm=self.warm.get(k_range))
         self.warm[k_range] = res.state
@@ -201,24 +202,16 @@ class SecFPP(Strategy):
         return RoundOutput(rows, info)
 
     def state_dict(self) -> dict[str, Any]:
-        """This party's *shares* of the encrypted centres: useless alone, restored on resume."""
-        warm = {
-            kr: {"share": s.SN.share.clone(), "precision": s.SN.encoder._precision_bits, "ks": s.ks, "bits": s.bits}
-            for kr, s in self.warm.items()
-        }
+        """This party's shares of the encrypted centres (see ``SecureState.state_dict``)."""
+        warm = {kr: s.state_dict() for kr, s in self.warm.items()}
         return {"k": self.schedule.k, "warm": warm, "features": self.features.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         from mpc.clustering import SecureState
-        from mpc.compat import import_crypten
 
-        MPCTensor = import_crypten().mpc.MPCTensor
         self.schedule.k = state["k"]
         self.features.load_state_dict(state["features"])
-        self.warm = {
-            kr: SecureState(MPCTensor.from_shares(w["share"], precision=w["precision"]), tuple(w["ks"]), w["bits"])
-            for kr, w in state["warm"].items()
-        }
+        self.warm = {kr: SecureState.from_state(w) for kr, w in state["warm"].items()}
 
     def close(self) -> None:
         from mpc.runtime import shutdown

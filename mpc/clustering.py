@@ -4,8 +4,8 @@ The maths is exactly :mod:`mpc.reference` (read its docstring for the convention
 encryption:
 
 * rows are quantised by their owners (``s = quant_bits(N)`` fractional bits) and shared as
-  integers; the Lloyd loop is exact integer arithmetic on shares: the only approximation in the
-  whole loop is none at all, so labels equal the reference bit for bit (ties included);
+  integers; the Lloyd loop is exact integer arithmetic on shares: nothing is approximated inside the
+  loop, so labels equal the reference bit for bit (ties included);
 * one Lloyd iteration for all candidate k side by side costs, in party-to-party rounds:
   1 matmul (``[X; S; n] @ [S | n]^T`` gives ``X S^T``, ``||S_j||^2`` and ``n_j^2``) + 1 mul
   (``e = ||S||^2 - 2 n X.S``) + 1 mul (cross-multiplied pair operands) + 1 batched comparison
@@ -42,6 +42,22 @@ class SecureState:
     SN: object
     ks: tuple[int, ...]
     bits: int
+
+    def state_dict(self) -> dict:
+        """This party's *shares* as plain tensors and ints: useless alone, restored on resume,
+        and loadable with ``torch.load(weights_only=True)`` (no CrypTen class is pickled)."""
+        return {
+            "share": self.SN.share.clone(),
+            "precision": int(self.SN.encoder._precision_bits),
+            "ks": list(self.ks),
+            "bits": int(self.bits),
+        }
+
+    @classmethod
+    def from_state(cls, state: dict) -> "SecureState":
+        MPCTensor = import_crypten().mpc.MPCTensor
+        SN = MPCTensor.from_shares(state["share"], precision=state["precision"])
+        return cls(SN, tuple(state["ks"]), state["bits"])
 
 
 @dataclass
@@ -134,12 +150,14 @@ def inverse_table(n_max: int, min_size: int = 1, bits: int = INV_BITS) -> torch.
     return h
 
 
-def secure_silhouette_choice(out: KMeansOutput, x2_fixed, ks: list[int], N: int, log: CommLog):
+def secure_silhouette_choice(out: KMeansOutput, ks: list[int], N: int, log: CommLog):
     """Simplified silhouette of every group under encryption; reveals only the chosen k.
 
-    ``x2_fixed``: encrypted ``||x_i||^2`` (N, CrypTen fixed point). The count bits of the final
-    labels (``[n_f_j >= v]``, needed for the singleton rule) come out of the same batched
-    comparison as the centres' counts and are returned for the aggregation.
+    ``||x_i||^2`` is computed from the shared rows themselves (batched into the multiplication
+    that scales the centres, so it costs no extra round): were it a separate input, a client
+    could shift it and push every distance, and so the chosen k, wherever it liked. The count
+    bits of the final labels (``[n_f_j >= v]``, needed for the singleton rule) come out of the
+    same batched comparison as the centres' counts and are returned for the aggregation.
     Returns (chosen k, encrypted ``1 x G`` one-hot of the winning group, ``K x N`` count bits).
     """
     ct = import_crypten()
@@ -151,11 +169,18 @@ def secure_silhouette_choice(out: KMeansOutput, x2_fixed, ks: list[int], N: int,
         A = out.A
         cb = so.count_bits(ct.cat([counts, A.sum(0)]), N)
         inv = so.lookup(cb[:K], inverse_table(N))  # round(2^20 / n), int
-        S = SN[:, : m1 - 1]
-        C = so.truncate(S * inv.unsqueeze(1).expand(K, m1 - 1), 2**INV_BITS)  # centres, scale 2^bits
+        m = m1 - 1
+        S, Xq = SN[:, :m], out.Xi[:, :m]
+        # one mul round: S_j * round(2^20/n_j) (centres) and xq_i * xq_i (squared norms)
+        prod = ct.cat([S, Xq], 0) * ct.cat([inv.unsqueeze(1).expand(K, m), Xq], 0)
+        # ||xq||^2 has scale 2^(2 bits); lift it to 2^(FIXED_BITS + INV_BITS) so that one batched
+        # truncation by 2^INV_BITS gives centres at scale 2^bits and norms at 2^FIXED_BITS
+        x2 = so.mul_public_int(prod[K:].sum(1), torch.tensor(2 ** (so.FIXED_BITS + INV_BITS - 2 * bits)))
+        scaled = so.truncate(ct.cat([prod[:K].flatten(), x2], 0), 2**INV_BITS)
+        C, x2_fixed = scaled[: K * m].view(K, m), so.as_fixed(scaled[K * m :])
         up = 2 ** (so.FIXED_BITS - bits)
         Cf = so.as_fixed(so.mul_public_int(C, torch.tensor(up)))
-        Xf = so.as_fixed(so.mul_public_int(out.Xi[:, : m1 - 1], torch.tensor(up)))
+        Xf = so.as_fixed(so.mul_public_int(Xq, torch.tensor(up)))
         H = ct.cat([Xf, Cf], 0).matmul(Cf.t())  # fixed point, truncated
         Nr = Xf.shape[0]
         cc = so.mul_public_int(so.as_int(H[Nr:]), torch.eye(K, dtype=torch.long)).sum(0)

@@ -1,33 +1,44 @@
-"""Make CrypTen 0.4.1 (2022, unmaintained) import and run on torch 2.13 / numpy 2.
+"""Make CrypTen 0.4.1 (2022, unmaintained) import and run securely on torch 2.13 / numpy 2.
 
-CrypTen is pinned at its last release and must not be edited in place, so the
-fixes live here and are applied by :func:`import_crypten`, which every module of
-this package uses instead of a bare ``import crypten``. Each fix is guarded: it
-does nothing on a torch where the original names still exist.
+CrypTen is pinned at its last release and must not be edited in place, so the fixes live
+here and are applied by :func:`import_crypten`, which every module of this package uses
+instead of a bare ``import crypten``:
+
+* **Import.** torch moved the TorchScript ONNX exporter internals that CrypTen imports; the
+  old module path is aliased (only where it no longer exists).
+* **Randomness.** Every random ring element, k-bit mask, PRZS stream and dealer stream comes
+  from ChaCha20 keyed with 256 bits of ``os.urandom`` (:mod:`mpc.prg`) instead of torch's
+  Mersenne Twister, whose 32-bit-searchable seeds let one client unmask the dealer's
+  triples. Keys travel between parties as 4 int64 words over CrypTen's own channels.
+  ``crypten.manual_seed`` is disabled: reproducible shares are exactly what must not exist.
+
+No CrypTen class is allow-listed for torch's ``weights_only`` loader: the project never
+pickles CrypTen objects (encrypted state is checkpointed as plain share tensors, see
+:meth:`mpc.clustering.SecureState.state_dict`), so the safe loader stays as strict as torch
+ships it.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from types import ModuleType
 
 _APPLIED = False
 
-# torch moved the TorchScript ONNX exporter internals; CrypTen imports the old paths.
-_SAFE_MODULES = (
-    "crypten.cryptensor",
-    "crypten.encoder",
-    "crypten.gradients",
-    "crypten.mpc.mpc",
-    "crypten.mpc.ptype",
-    "crypten.mpc.primitives.arithmetic",
-    "crypten.mpc.primitives.binary",
-)
-
 _MODULE_ALIASES = {
     "torch.onnx._internal.registration": "torch.onnx._internal.torchscript_exporter.registration",
 }
+
+# CrypTen modules that bound the rng helpers by name at import time
+_RNG_USERS = (
+    "crypten.common.rng",
+    "crypten.mpc.provider.ttp_provider",
+    "crypten.mpc.provider.tfp_provider",
+    "crypten.mpc.primitives.binary",
+    "crypten.mpc.primitives.arithmetic",
+)
 
 
 def _alias_moved_modules() -> None:
@@ -40,24 +51,103 @@ def _alias_moved_modules() -> None:
             sys.modules[old] = importlib.import_module(new)
 
 
-def _allow_crypten_in_safe_loader() -> None:
-    """Keep torch's ``weights_only=True`` loader, but let it rebuild CrypTen objects.
+class _AnyDevice(dict):
+    """CrypTen looks generators up per device; every device draws from the CPU stream."""
 
-    Only classes defined by CrypTen's tensor, encoder and autograd modules are
-    allow-listed; arbitrary globals stay refused.
-    """
+    def __missing__(self, device):  # noqa: ANN001
+        import torch
+
+        return self[torch.device("cpu")]
+
+
+def _setup_prng() -> None:
+    """Replacement for ``crypten._setup_prng``: fresh 256-bit keys for the prev/next (PRZS),
+    local and global streams, exchanged exactly as CrypTen exchanges its 64-bit seeds."""
+    import crypten
     import torch
 
-    # Looked up by name: some of these modules are shadowed by same-named classes
-    # on their parent package (``crypten.mpc.ptype`` is both).
-    modules = [importlib.import_module(name) for name in _SAFE_MODULES]
-    safe = {
-        obj
-        for mod in modules
-        for obj in vars(mod).values()
-        if isinstance(obj, type) and obj.__module__ == mod.__name__
+    from mpc import prg
+
+    comm = crypten.communicator.get()
+    ws, rank = comm.get_world_size(), comm.get_rank()
+    next_key, local_key = os.urandom(prg.KEY_BYTES), os.urandom(prg.KEY_BYTES)
+    next_words = prg.key_to_words(next_key)
+    prev_words = torch.zeros(prg.KEY_WORDS, dtype=torch.long)
+    if ws >= 2:
+        req0 = comm.isend(next_words, (rank + 1) % ws)
+        req1 = comm.irecv(prev_words, src=(rank - 1) % ws)
+        req0.wait()
+        req1.wait()
+    else:
+        prev_words = next_words.clone()
+    global_words = comm.broadcast(prg.key_to_words(os.urandom(prg.KEY_BYTES)), 0)
+    keys = {
+        "prev": prg.words_to_key(prev_words),
+        "next": next_key,
+        "local": local_key,
+        "global": prg.words_to_key(global_words),
     }
-    torch.serialization.add_safe_globals(sorted(safe, key=lambda t: t.__qualname__))
+    for name, key in keys.items():
+        crypten.generators[name] = _AnyDevice({torch.device("cpu"): prg.ChaChaGenerator(key)})
+
+
+def _ttp_client_setup_generators(self) -> None:  # noqa: ANN001 - CrypTen's method
+    """Replacement for ``TTPClient._setup_generators``: receive a 256-bit key from the dealer."""
+    import crypten
+    import torch
+    import torch.distributed as dist
+
+    from mpc import prg
+
+    comm = crypten.communicator.get()
+    words = torch.zeros(prg.KEY_WORDS, dtype=torch.long)
+    dist.irecv(tensor=words, src=comm.get_ttp_rank(), group=self.ttp_group).wait()
+    dist.barrier(group=self.ttp_group)
+    self.generator = prg.ChaChaGenerator(prg.words_to_key(words))
+    self.generator_cuda = self.generator
+
+
+def _ttp_server_setup_generators(self) -> None:  # noqa: ANN001 - CrypTen's method
+    """Replacement for ``TTPServer._setup_generators``: one fresh 256-bit key per client
+    (CrypTen drew them with ``torch.randint`` on a default generator with a fixed seed)."""
+    import crypten
+    import torch.distributed as dist
+
+    from mpc import prg
+
+    ws = crypten.communicator.get().get_world_size()
+    keys = [os.urandom(prg.KEY_BYTES) for _ in range(ws)]
+    words = [prg.key_to_words(k) for k in keys]
+    reqs = [dist.isend(tensor=words[i], dst=i, group=self.ttp_group) for i in range(ws)]
+    self.generators = [prg.ChaChaGenerator(k) for k in keys]
+    self.generators_cuda = self.generators
+    for r in reqs:
+        r.wait()
+    dist.barrier(group=self.ttp_group)
+
+
+def _no_manual_seed(*args, **kwargs):  # noqa: ANN002, ANN003
+    raise RuntimeError(
+        "crypten.manual_seed is disabled: shares and masks come from ChaCha20 keyed by os.urandom "
+        "(mpc.prg); seeded, reproducible shares would be guessable"
+    )
+
+
+def _install_cryptographic_prg() -> None:
+    import crypten
+    from crypten.mpc.provider import ttp_provider
+
+    from mpc import prg
+
+    for name in _RNG_USERS:
+        mod = importlib.import_module(name)
+        for fn in ("generate_random_ring_element", "generate_kbit_random_tensor"):
+            if hasattr(mod, fn):
+                setattr(mod, fn, getattr(prg, fn))
+    crypten._setup_prng = _setup_prng
+    crypten.manual_seed = _no_manual_seed
+    ttp_provider.TTPClient._TTPClient__TTPClient._setup_generators = _ttp_client_setup_generators
+    ttp_provider.TTPServer._setup_generators = _ttp_server_setup_generators
 
 
 def apply() -> None:
@@ -66,12 +156,12 @@ def apply() -> None:
     if _APPLIED:
         return
     _alias_moved_modules()
-    _allow_crypten_in_safe_loader()
+    _install_cryptographic_prg()
     _APPLIED = True
 
 
 def import_crypten() -> ModuleType:
-    """Return the ``crypten`` module with the compatibility fixes applied."""
+    """Return the ``crypten`` module with the compatibility and security fixes applied."""
     apply()
     import crypten
 

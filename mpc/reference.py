@@ -1,5 +1,5 @@
 """Plaintext reference of SecPC: exactly the maths :mod:`mpc.clustering` and
-:mod:`mpc.aggregation` compute under encryption (the test oracle and the "plaintext
+:mod:`mpc.secpc` compute under encryption (the test oracle and the "plaintext
 clustered FPP" baseline, SPEC §6).
 
 Shared conventions (public, identical in the secure code, which imports them from here):

@@ -169,3 +169,44 @@ def lookup(bits, table: torch.Tensor):
     table = table.long()
     coef = table - torch.cat([torch.zeros(1, dtype=torch.long), table[:-1]])
     return matmul_public_int(bits, coef)
+
+
+def reveal_to_owners(x, owners: list[int], rank: int) -> torch.Tensor:
+    """Decrypt row ``i`` of ``x`` at party ``owners[i]`` alone; returns this party's rows.
+
+    Point to point: every party sends its share of party p's rows to p and nothing to anyone
+    else; p adds the shares. CrypTen's ``get_plain_text(dst=p)`` is a ``dist.reduce``, which
+    gloo runs as reduce-scatter + gather, so every *other* party's buffer ends up holding a
+    fully summed segment (about 1/N) of p's plaintext output; that must never be used here.
+    Costs one round (all sends in flight together).
+    """
+    import torch.distributed as dist
+
+    comm = crypten().communicator.get()
+    group = comm.main_group
+    share = x.share
+    rows_of: dict[int, list[int]] = {}
+    for i, o in enumerate(owners):
+        rows_of.setdefault(int(o), []).append(i)
+    mine = rows_of.get(rank, [])
+    reqs, received, n_elem = [], [], 0
+    for p in range(comm.get_world_size()):
+        if p == rank:
+            continue
+        if p in rows_of:
+            out = share[rows_of[p]].contiguous()
+            reqs.append(dist.isend(out, dst=p, group=group))
+            n_elem += out.numel()
+        if mine:
+            buf = torch.empty((len(mine),) + tuple(share.shape[1:]), dtype=share.dtype)
+            reqs.append(dist.irecv(buf, src=p, group=group))
+            received.append(buf)
+            n_elem += buf.numel()
+    for r in reqs:
+        r.wait()
+    if comm.get_world_size() > 1 and crypten().cfg.communicator.verbose:
+        comm._log_communication(n_elem)  # one round, bytes sent + received
+    total = share[mine].clone()
+    for buf in received:
+        total += buf
+    return x.encoder.decode(total)

@@ -64,7 +64,7 @@ def main(argv: list[str]) -> int:
 
     from mpc import reference as ref
     from mpc import secure_ops as so
-    from mpc.aggregation import SecPCConfig, secpc_round
+    from mpc.secpc import SecPCConfig, secpc_round
     from mpc.clustering import secure_kmeans
     from mpc.compat import import_crypten
     from mpc.naive import naive_kmeans
@@ -121,7 +121,7 @@ def main(argv: list[str]) -> int:
     # -------- full SecPC round, fixed k and adaptive
     comm.barrier()
     t0 = time.perf_counter()
-    res_fixed = secpc_round(party, X[mine], P[mine], owners, SecPCConfig(args.k, args.k, T, args.seed))
+    res_fixed = secpc_round(party, X[mine], P[mine], owners, SecPCConfig(args.k, args.k, T, args.seed, restarts=1))
     fixed_seconds = time.perf_counter() - t0
     adaptive = None
     if not args.no_adaptive:

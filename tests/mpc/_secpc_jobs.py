@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from mpc import secure_ops as so
-from mpc.aggregation import SecPCConfig, secpc_round
+from mpc.secpc import SecPCConfig, secpc_round
 from mpc.clustering import secure_kmeans
 
 

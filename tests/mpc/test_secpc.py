@@ -23,7 +23,7 @@ import torch
 from sklearn.cluster import KMeans
 
 from mpc import reference as ref
-from mpc.aggregation import SecPCConfig
+from mpc.secpc import SecPCConfig
 from mpc.runtime import PartySpec, run_parties
 from tests.mpc import _secpc_jobs as jobs
 
@@ -92,9 +92,9 @@ def test_three_parties_oracles_aggregation_adaptive_privacy_outputs():
     P = torch.randn(36, 20, generator=torch.Generator().manual_seed(8)) * 0.5
     owners = [i % 3 for i in range(36)]
     configs = [
-        SecPCConfig(2, 6, iters=10, seed=0, reveal_own_assignment=True),
-        SecPCConfig(3, 3, iters=4, seed=0, min_cluster_size=13),  # clusters of 12: all too small
-        SecPCConfig(3, 3, iters=4, seed=0),
+        SecPCConfig(2, 6, iters=10, seed=0, reveal_own_assignment=True, restarts=1),
+        SecPCConfig(3, 3, iters=4, seed=0, min_cluster_size=13, restarts=1),  # clusters of 12: all too small
+        SecPCConfig(3, 3, iters=4, seed=0, restarts=1),
     ]
 
     out = run_parties(_both, PartySpec(3), cases, Xb, P, owners, configs)
@@ -152,7 +152,7 @@ def test_two_and_four_parties(n_clients, dealer):
     owners = [i % n_clients for i in range(26)]
     cases = [(X, owners, [3], 4, 0), (X, owners, [2, 3, 4], 3, 1)]
     P = torch.randn(26, 6, generator=torch.Generator().manual_seed(1))
-    cfg = [SecPCConfig(2, 4, iters=3, seed=1)]
+    cfg = [SecPCConfig(2, 4, iters=3, seed=1, restarts=1)]
     out = run_parties(_both, PartySpec(n_clients, dealer=dealer), cases, X, P, owners, cfg)
     for A, (Xc, ow, ks, iters, seed) in zip(out[0][0], cases):
         check_case(A, Xc, ow, ks, iters, seed)
@@ -303,8 +303,8 @@ def test_restarts_pick_the_true_partition_under_encryption():
     owners = [i % 3 for i in range(9)]
     assert ref.secpc_reference(X, P, (2, 4), 10, 0, 2).k == 2  # one draw: wrong k
     cfgs = [
-        SecPCConfig(2, 4, iters=10, seed=0, min_cluster_size=2, reveal_own_assignment=True, restarts=4),
-        SecPCConfig(3, 3, iters=5, seed=0, min_cluster_size=2, reveal_own_assignment=True, restarts=3),
+        SecPCConfig(2, 4, iters=10, seed=0, min_cluster_size=2, reveal_own_assignment=True, restarts=4, allow_insecure=True),
+        SecPCConfig(3, 3, iters=5, seed=0, min_cluster_size=2, reveal_own_assignment=True, restarts=3, allow_insecure=True),
     ]
     out = run_parties(jobs.rounds, PartySpec(3), X, P, owners, cfgs)
     for ci, cfg in enumerate(cfgs):

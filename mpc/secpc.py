@@ -1,0 +1,170 @@
+"""One SecPC round at one client: check inputs, share, cluster, choose k, aggregate, reveal.
+
+:func:`secpc_round` is what the launcher calls: every client passes its own rows; the parties
+cluster the reduced rows (:mod:`mpc.clustering`), reveal only the chosen k, aggregate the full
+prompts under encryption (:mod:`mpc.aggregation`) and decrypt row i at its owner alone, point
+to point (:func:`mpc.secure_ops.reveal_to_owners`). With ``reveal_own_assignment`` (off by
+default, evaluation only) each party also decrypts its own rows' labels, the same way.
+
+Before anything is shared, every party range-checks its own rows and publishes one bit
+("my inputs are valid") plus the public shapes: a single NaN or huge entry would otherwise
+encode to garbage ring elements and silently corrupt *every* client's aggregate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from mpc import reference as ref
+from mpc import secure_ops as so
+from mpc.aggregation import secure_aggregate
+from mpc.clustering import INV_BITS, SecureState, secure_kmeans, secure_silhouette_choice, select_group
+from mpc.compat import import_crypten
+from mpc.stats import CommLog
+
+SAFE_MIN_CLUSTER = 3  # below this a cluster mean hands a member the other member's prompt
+TRUNCATION_MARGIN_BITS = 8  # headroom under the ring budget (CrypTen's truncation errs w.p. ~|x|/2^63)
+
+
+def max_prompt_abs(n_rows: int) -> float:
+    """Largest accepted ``|entry|`` of a shared prompt with ``n_rows`` rows in the round.
+
+    The aggregation forms ``sum_i p_i`` at CrypTen's 16 fractional bits and multiplies it by
+    ``round(2^20 / n)``, so ``N * B * 2^36`` must stay below the 2^62 budget; a further 8 bits
+    of headroom keep CrypTen's probabilistic truncation error (probability ~|x| / 2^63) rare.
+    ``B = 2^18 / N``: 29,127 for 9 rows, 262 for 1,000 (learned prompt entries are ~0.01-1).
+    """
+    return 2.0 ** (ref.RING_BITS_BUDGET - so.FIXED_BITS - INV_BITS - TRUNCATION_MARGIN_BITS) / n_rows
+
+
+class InputError(ValueError):
+    """Some party's SecPC inputs are malformed; raised at *every* party, before any sharing."""
+
+
+@dataclass(frozen=True)
+class SecPCConfig:
+    """Public parameters of a round; defaults equal the launcher's config schema (``mpc.*``)."""
+
+    k_min: int = 2
+    k_max: int = 4
+    iters: int = 10
+    seed: int = 0
+    min_cluster_size: int = SAFE_MIN_CLUSTER
+    reveal_own_assignment: bool = False  # evaluation only (ARI); written into results when on
+    restarts: int = 4  # Forgy draws per candidate k (the best silhouette wins, see mpc.reference)
+    allow_insecure: bool = False  # clusters smaller than 3, or 2 clients: a member reads another's prompt
+
+    def __post_init__(self) -> None:
+        if self.min_cluster_size < SAFE_MIN_CLUSTER and not self.allow_insecure:
+            raise ValueError(
+                f"min_cluster_size={self.min_cluster_size} < {SAFE_MIN_CLUSTER} lets a cluster member "
+                "subtract its own prompt from the mean and read the others'; set allow_insecure=True "
+                "to run it anyway (tests, benchmarks)"
+            )
+
+
+@dataclass
+class SecPCResult:
+    own_rows: torch.Tensor  # n_local x prompt_dim: this party's aggregate prompt(s), float32
+    k: int  # chosen k (revealed to every party)
+    stats: dict  # CommLog.as_dict(): seconds / rounds / bytes per phase
+    state: SecureState | None = None  # encrypted centres for a warm start next round (never revealed)
+    own_assignment: torch.Tensor | None = None  # only with reveal_own_assignment
+    insecure_dealer: bool = False
+    revealed: list = field(default_factory=list)  # what this party learnt, for the results
+
+
+def _local_problem(x_local: torch.Tensor, p_local: torch.Tensor, n_rows: int) -> str | None:
+    """Why this party's own inputs cannot be shared, or None."""
+    if not torch.isfinite(x_local).all():
+        return "a reduced row has a NaN or infinite entry"
+    if x_local.numel() and float(x_local.double().norm(dim=-1).max()) > 1.0 + 1e-6:
+        return "a reduced row has Euclidean norm > 1 (rows must be normalised)"
+    if not torch.isfinite(p_local).all():
+        return "a domain prompt has a NaN or infinite entry"
+    bound = max_prompt_abs(n_rows)
+    if p_local.numel() and float(p_local.abs().max()) > bound:
+        return f"a domain prompt entry is {float(p_local.abs().max()):.3g}, above the bound {bound:.4g} (2^18/N)"
+    return None
+
+
+def check_inputs(rank: int, x_local: torch.Tensor, p_local: torch.Tensor, owners: list[int]) -> None:
+    """Every party checks its own rows and all agree, before anything is shared.
+
+    Publishes per party one validity bit and its shapes (``rows, m, d``; the row count is public
+    through ``owners`` anyway). Raises :class:`InputError` at every party if any party is
+    invalid or the shapes disagree, naming the party.
+    """
+    comm = import_crypten().communicator.get()
+    n_local = sum(1 for o in owners if o == rank)
+    problem = _local_problem(x_local, p_local, len(owners))
+    if x_local.dim() != 2 or p_local.dim() != 2 or x_local.shape[0] != n_local or p_local.shape[0] != n_local:
+        problem = problem or (
+            f"expected {n_local} rows, got x {tuple(x_local.shape)} and p {tuple(p_local.shape)}"
+        )
+    mine = torch.tensor(
+        [problem is None, x_local.shape[-1], p_local.shape[-1]], dtype=torch.long
+    )
+    table = torch.stack(comm.all_gather(mine)) if comm.get_world_size() > 1 else mine.unsqueeze(0)
+    bad = [p for p in range(table.shape[0]) if not table[p, 0]]
+    if bad:
+        own = f" (here: {problem})" if problem else ""
+        raise InputError(f"SecPC inputs of party {', '.join(map(str, bad))} failed the range check{own}; nothing was shared")
+    shapes = {tuple(r.tolist()) for r in table[:, 1:]}
+    if len(shapes) > 1:
+        raise InputError(f"parties disagree on the (m, d) of their rows: {sorted(shapes)}; nothing was shared")
+
+
+def secpc_round(
+    party,
+    x_local: torch.Tensor,
+    p_local: torch.Tensor,
+    owners: list[int],
+    config: SecPCConfig = SecPCConfig(),
+    warm: SecureState | None = None,
+) -> SecPCResult:
+    """One SecPC round at one client.
+
+    ``x_local``: ``n_local x m`` reduced prompts (norm <= 1, :func:`mpc.projection.reduce_prompt`);
+    ``p_local``: ``n_local x d`` full prompts (``vec(D_i)``); ``owners``: public owner rank of
+    every global row (this party's rows appear in ``x_local`` in that order).
+    """
+    rank = party.rank
+    N = len(owners)
+    if N <= 2 and not config.allow_insecure:
+        raise ValueError(
+            f"{N} rows: the all-client mean hands each client the other's prompt; "
+            "set allow_insecure=True to run it anyway"
+        )
+    check_inputs(rank, x_local, p_local, owners)
+    log = CommLog()
+    ks = ref.candidate_groups(config.k_min, config.k_max, config.restarts)
+    with log.phase("share"):
+        F = so.share_rows(p_local.float(), owners, rank, None)
+    out = secure_kmeans(x_local, owners, rank, ks, config.iters, config.seed, warm=warm, log=log)
+    if len(ks) == 1:
+        k, A, cbits = ks[0], out.A, None
+    else:
+        k, onehot, cb_all = secure_silhouette_choice(out, ks, N, log)
+        A, cbits = select_group(out.A, cb_all, onehot, ks, k, log)
+    agg = secure_aggregate(A, F, N, config.min_cluster_size, log, count_bits=cbits)
+    own_assign = None
+    with log.phase("reveal"):
+        own_rows = so.reveal_to_owners(agg, owners, rank)
+        if config.reveal_own_assignment:
+            labels = so.matmul_public_int(A, torch.arange(k))
+            own_assign = so.reveal_to_owners(labels, owners, rank).round().long()
+    revealed = ["chosen_k (all parties)", "input validity bit and shapes (all parties)", "own aggregate rows (this party only)"]
+    if config.reveal_own_assignment:
+        revealed.append("own cluster labels (this party only; evaluation switch)")
+    return SecPCResult(
+        own_rows=own_rows.float(),
+        k=k,
+        stats=log.as_dict(),
+        state=out.state,
+        own_assignment=own_assign,
+        insecure_dealer=bool(getattr(party, "insecure_dealer", False)),
+        revealed=revealed,
+    )
