@@ -3,7 +3,9 @@
 The training loop is written over "the clients this process holds". Under ``mpirun`` with
 one rank per client each process holds one client; without ``mpirun`` one process holds
 them all (plaintext baselines only). Plaintext collectives go through mpi4py, which is
-imported only when an MPI launcher is detected, so single-process runs never start MPI.
+imported only when an MPI launcher is detected, so single-process runs never start MPI; they
+carry JSON in byte buffers (:mod:`mpc.wire`), never pickles, so no rank can make another
+unpickle arbitrary objects.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from typing import Any
+
+from mpc import wire
 
 _MPI_SIZE_VARS = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE", "MPI_LOCALNRANKS")
 
@@ -57,17 +61,17 @@ class World:
         """Gather one object from every rank, in rank order (``[obj]`` in a single process)."""
         if self._comm is None:
             return [obj]
-        return self._comm.allgather(obj)
+        return wire.allgather(self._comm, obj)
 
     def gather(self, obj: Any) -> list[Any] | None:
         if self._comm is None:
             return [obj]
-        return self._comm.gather(obj, root=0)
+        return wire.gather(self._comm, obj, root=0)
 
     def bcast(self, obj: Any) -> Any:
         if self._comm is None:
             return obj
-        return self._comm.bcast(obj, root=0)
+        return wire.bcast(self._comm, obj, root=0)
 
     def barrier(self) -> None:
         if self._comm is not None:

@@ -6,7 +6,7 @@ Shared conventions (public, identical in the secure code, which imports them fro
 
 * **Input contract.** Rows ``x_i`` with ``||x_i|| <= 1`` (what :func:`mpc.projection.reduce_prompt`
   produces). Rows are quantised once, ``xq = round(x * 2^s)`` (int64), with ``s = quant_bits(N)``
-  (16 for N <= 137, less for larger N so that every intermediate stays below 2^62, see
+  (16 for N <= 115, less for larger N so that every intermediate stays below 2^62, see
   :func:`quant_bits`). The Lloyd part is then *exact integer arithmetic*, so the secure run
   reproduces this reference bit for bit, ties included.
 * **Centres** are kept as (sum ``S_j``, count ``n_j``) — no division inside the loop. Initial
@@ -57,8 +57,8 @@ def quant_bits(n_rows: int, max_bits: int = 16, min_bits: int = 8) -> int:
     """Fractional bits for the inputs so the largest comparison operand stays below 2^62.
 
     The operand is ``f = e_j n_l^2 - e_l n_j^2`` with ``|e| <= 3 N^2 2^(2s)`` and ``n <= N``, so
-    ``|f| <= 6 N^4 2^(2s)``. 16 bits for N <= 137, 12 for N <= 548, 10 for N <= 1096,
-    8 (the minimum accepted) for N <= 2192.
+    ``|f| <= 6 N^4 2^(2s)``: 16 bits for N <= 115, 15 to 163, 14 to 231, 13 to 327, 12 to 462,
+    11 to 654, 10 to 925, 9 to 1,308, 8 (the minimum accepted) to 1,850; N >= 1,851 is refused.
     """
     if n_rows < 1:
         raise ValueError("need at least one row")

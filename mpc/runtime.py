@@ -2,10 +2,19 @@
 
 Two launchers reach the same code path:
 
-* ``mpirun -np N[+1]`` (real experiments): :func:`init_from_mpi` lets rank 0 pick a free
-  TCP port and broadcast it with mpi4py, then every rank points CrypTen at it.
+* ``mpirun -np N[+1]`` (real experiments): :func:`init_from_mpi` agrees on a rendezvous over
+  mpi4py (buffer messages, :mod:`mpc.wire`), then every rank points CrypTen at it.
 * :func:`run_parties` (tests, single-host simulations): spawns the parties as local
   processes with the same environment variables and the same :func:`start_party`.
+
+Network. On one host (the default, ``address`` on loopback) nothing listens on a network
+interface: the rendezvous is a ``file://`` store in a fresh private directory (mode 0700) that
+rank 0 creates and names to the others, so there is no port to race for, and gloo's pair
+sockets are bound to the loopback interface (``GLOO_SOCKET_IFNAME``). A loopback address with
+ranks on several hosts is refused. On several hosts ``address`` must be rank 0's routable
+address; the TCP store then listens on all of rank 0's interfaces, and shares, openings and
+dealer keys travel **unencrypted and unauthenticated**: the links must be protected by the
+user (WireGuard, IPsec or a TLS tunnel), as the README's threat model says.
 
 With ``dealer="ttp"`` (default) the last rank is CrypTen's trusted dealer, which
 makes the Beaver triples and never sees a share of the data. ``dealer="tfp"`` lets
@@ -19,12 +28,17 @@ terminates every party when one fails.
 
 from __future__ import annotations
 
+import atexit
 import datetime
+import ipaddress
 import logging
 import multiprocessing as mp
 import os
 import pickle
+import queue
+import shutil
 import socket
+import tempfile
 import time
 import traceback
 import warnings
@@ -110,9 +124,30 @@ class Party:
 
 
 def free_port(address: str = "127.0.0.1") -> int:
+    """A port free now on ``address`` (multi-host rendezvous only; another process may take it
+    before rank 0 binds it, in which case start-up fails loudly and can be retried)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((address, 0))
         return s.getsockname()[1]
+
+
+def is_loopback(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(socket.gethostbyname(address)).is_loopback
+    except (OSError, ValueError):
+        return False
+
+
+def loopback_interface() -> str:
+    """Name of the loopback interface (``lo`` on Linux, ``lo0`` on macOS)."""
+    names = [name for _, name in socket.if_nameindex() if name.startswith("lo")]
+    return names[0] if names else "lo"
+
+
+def private_rendezvous() -> tuple[str, str]:
+    """(``file://`` rendezvous, its directory): a store only this user's processes can open."""
+    directory = tempfile.mkdtemp(prefix="secfpp-rendezvous-")  # mode 0700
+    return "file://" + os.path.join(directory, "store"), directory
 
 
 def configure_crypten(dealer: Dealer) -> None:
@@ -150,6 +185,8 @@ def start_party(rank: int, spec: PartySpec, rendezvous: str) -> Party:
             "DISTRIBUTED_BACKEND": "gloo",
         }
     )
+    if rendezvous.startswith("file://"):  # one host: gloo's sockets on loopback only
+        os.environ["GLOO_SOCKET_IFNAME"] = loopback_interface()
     party = Party(rank=rank, spec=spec)
     if spec.dealer == "tfp" and rank == 0:
         warnings.warn(TFP_WARNING, stacklevel=2)
@@ -205,20 +242,37 @@ def shutdown(party: Party) -> None:
 
 
 def init_from_mpi(spec: PartySpec) -> Party:
-    """Bootstrap a party started by ``mpirun``: port from rank 0 over MPI, then CrypTen.
+    """Bootstrap a party started by ``mpirun``: agree on a rendezvous over MPI, then CrypTen.
 
-    ``spec.address`` is where rank 0 listens; for multi-host runs pass rank 0's reachable
-    address (loopback is only right on one host).
+    ``spec.address`` on loopback (default): every rank must be on one host (checked), and the
+    rendezvous is a private ``file://`` store. Otherwise ``spec.address`` is rank 0's address
+    as the other hosts reach it, and rank 0 opens a TCP store there.
     """
     from mpi4py import MPI
+
+    from mpc import wire
 
     world = MPI.COMM_WORLD
     spec.check_world_size(world.Get_size())
     rank = world.Get_rank()
-    port = spec.port
-    if port is None:
-        port = world.bcast(free_port(spec.address) if rank == 0 else None, root=0)
-    return start_party(rank, spec, f"tcp://{spec.address}:{port}")
+    hosts = sorted(set(wire.allgather(world, MPI.Get_processor_name())))
+    if is_loopback(spec.address):
+        if len(hosts) > 1:
+            raise PartyFailure(
+                f"the ranks run on {len(hosts)} hosts ({', '.join(hosts)}) but mpc.address={spec.address} is "
+                "loopback: set mpc.address to rank 0's address that every host can reach, and protect "
+                "the links between hosts (see the README's threat model)"
+            )
+        rendezvous, directory = private_rendezvous() if rank == 0 else (None, None)
+        if rank == 0:
+            atexit.register(shutil.rmtree, directory, True)
+        rendezvous = wire.bcast(world, rendezvous, root=0)
+    else:
+        port = spec.port
+        if port is None:
+            port = wire.bcast(world, free_port(spec.address) if rank == 0 else None, root=0)
+        rendezvous = f"tcp://{spec.address}:{port}"
+    return start_party(rank, spec, rendezvous)
 
 
 # ---------------------------------------------------------------- spawned parties (tests)
@@ -258,7 +312,7 @@ def run_parties(
     """
     ctx = mp.get_context("spawn")
     results: mp.Queue = ctx.Queue()
-    rendezvous = f"tcp://127.0.0.1:{spec.port or free_port()}"
+    rendezvous, directory = private_rendezvous()
     procs = [
         ctx.Process(
             target=_party_main,
@@ -279,7 +333,7 @@ def run_parties(
                 raise PartyFailure(f"parties did not finish within {deadline_s:.0f} s")
             try:
                 rank, ok, value = results.get(timeout=min(remaining, 1.0))
-            except Exception:  # queue.Empty: check for parties that died without reporting
+            except queue.Empty:  # check for parties that died without reporting
                 dead = [p for p in procs if p.exitcode not in (None, 0)]
                 if dead and all(p.exitcode is not None for p in dead):
                     time.sleep(0.5)  # let a dying party's report arrive first
@@ -298,4 +352,5 @@ def run_parties(
             if p.is_alive():
                 p.terminate()
                 p.join(timeout=5)
+        shutil.rmtree(directory, ignore_errors=True)
     return [outputs[r] for r in range(spec.n_clients)]

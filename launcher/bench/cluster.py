@@ -70,6 +70,7 @@ def main(argv: list[str]) -> int:
     from mpc.naive import naive_kmeans
     from mpc.runtime import PartySpec, init_from_mpi, shutdown
     from mpc.stats import CommLog
+    from mpc import wire
 
     world = MPI.COMM_WORLD
     size = world.Get_size()
@@ -132,7 +133,7 @@ def main(argv: list[str]) -> int:
         r_ad = ref.secpc_reference(X, P, (args.k_min, args.k_max), T, args.seed, restarts=args.restarts)
         adaptive["reference_k"] = r_ad.k
     payload = dict(sec=sec_stats, naive=naive.get("stats"), fixed=res_fixed.stats, adaptive=adaptive and adaptive["stats"])
-    gathered = clients.gather(payload, root=0)
+    gathered = wire.gather(clients, payload, root=0)
     shutdown(party)
     if rank != 0:
         return 0

@@ -17,7 +17,7 @@ import torch
 from prompts.data import digits
 from prompts.data.partition import partition
 
-Images = Union[torch.Tensor, list]  # uint8 (N, 3, H, W) tensor or list of image paths
+Images = Union[torch.Tensor, list, "RenderedDigits"]  # uint8 (N, 3, H, W), image paths, or lazily drawn
 
 
 @dataclass
@@ -41,6 +41,13 @@ class Federation:
     @property
     def n_clients(self) -> int:
         return len(self.clients)
+
+    def client(self, client_id: int) -> ClientData:
+        """The client with this id (a federation built with ``only=`` holds just those clients)."""
+        for c in self.clients:
+            if c.client_id == client_id:
+                return c
+        raise KeyError(f"client {client_id} is not in this federation (built for {[c.client_id for c in self.clients]})")
 
     @property
     def true_domains(self) -> list[int]:
@@ -78,23 +85,51 @@ class DomainDataset:
         return len(self.labels)
 
 
+class RenderedDigits:
+    """Digit scans in several styles, drawn only when taken: a rank that holds a few clients
+    renders only their images (``digits.render`` is a pure function of scan and style)."""
+
+    def __init__(self, scans: list[np.ndarray], style_ids: list[int]) -> None:
+        self.scans, self.style_ids = scans, style_ids
+        self.offsets = np.cumsum([0] + [len(s) for s in scans])
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def take(self, idx: np.ndarray) -> torch.Tensor:
+        idx = np.asarray(idx, dtype=np.int64)
+        out = torch.empty(len(idx), 3, digits.IMAGE_SIZE, digits.IMAGE_SIZE, dtype=torch.uint8)
+        block = np.searchsorted(self.offsets, idx, side="right") - 1
+        for b in np.unique(block):
+            sel = np.flatnonzero(block == b)
+            out[torch.from_numpy(sel)] = digits.render(self.scans[b][idx[sel] - self.offsets[b]], self.style_ids[b])
+        return out
+
+
 def _take(images: Images, idx: np.ndarray) -> Images:
+    if isinstance(images, RenderedDigits):
+        return images.take(idx)
     if isinstance(images, torch.Tensor):
         return images[torch.from_numpy(idx)]
     return [images[int(i)] for i in idx]
 
 
 def build_federation(ds, clients_per_domain: int = 2, alpha: float = 0.5, seed: int = 0,
-                     min_samples: int = 10, test_fraction: float = 0.25) -> Federation:
+                     min_samples: int = 10, test_fraction: float = 0.25, only: Sequence[int] | None = None) -> Federation:
     """Partition ``ds`` (domain skew x Dirichlet label skew) into clients.
 
     ``ds`` is a ``DomainDataset``, or a data config object (attributes ``name``, ``root``, ``n_domains``,
     ``clients_per_domain``, ``alpha``, ``min_samples``, ``test_fraction``), in which case the dataset is
-    loaded by name (see ``from_config``) and the other arguments except ``seed`` are taken from it.
+    loaded by name (see ``from_config``) and the other arguments except ``seed`` and ``only`` are taken
+    from it. ``only``: build just these clients. The partition is computed from every sample's label
+    and domain (a simulation's public bookkeeping), but only these clients' images are read or drawn.
     """
     if not isinstance(ds, DomainDataset):
-        return from_config(ds, seed=seed)
+        return from_config(ds, seed=seed, only=only)
     splits = partition(ds.domains, ds.labels, clients_per_domain, alpha, seed, min_samples, test_fraction)
+    if only is not None:
+        wanted = set(int(c) for c in only)
+        splits = [s for s in splits if s.client_id in wanted]
     lab = torch.from_numpy(np.asarray(ds.labels, dtype=np.int64))
     clients = [ClientData(client_id=s.client_id, domain=s.domain, domain_name=ds.domain_names[s.domain],
                           train_images=_take(ds.images, s.train_idx), train_labels=lab[torch.from_numpy(s.train_idx)],
@@ -128,7 +163,7 @@ def digits_dataset(n_domains: int = 3, domains: Sequence[str | int] | None = Non
         scans = [np.sort(np.concatenate(p)) for p in per_domain]
     else:
         scans = [fed for _ in style_ids]
-    images = torch.cat([digits.render(s, st) for s, st in zip(scans, style_ids)])
+    images = RenderedDigits(scans, style_ids)
     labels = np.concatenate([all_labels[s] for s in scans])
     doms = np.concatenate([np.full(len(s), j) for j, s in enumerate(scans)])
     return DomainDataset(images=images, labels=labels, domains=doms, classnames=list(digits.CLASSNAMES),
@@ -137,10 +172,10 @@ def digits_dataset(n_domains: int = 3, domains: Sequence[str | int] | None = Non
 
 def digits_federation(n_domains: int = 3, clients_per_domain: int = 2, alpha: float = 0.5, seed: int = 0,
                       min_samples: int = 20, test_fraction: float = 0.25, domains: Sequence[str | int] | None = None,
-                      disjoint_domains: bool = False) -> Federation:
+                      disjoint_domains: bool = False, only: Sequence[int] | None = None) -> Federation:
     """The offline default federation: digits x styles, ``n_domains * clients_per_domain`` clients."""
     ds = digits_dataset(n_domains, domains, disjoint_domains, seed=seed)
-    fed = build_federation(ds, clients_per_domain, alpha, seed, min_samples, test_fraction)
+    fed = build_federation(ds, clients_per_domain, alpha, seed, min_samples, test_fraction, only=only)
     fed.meta.update(dataset="digits", disjoint_domains=disjoint_domains)
     return fed
 
@@ -148,7 +183,7 @@ def digits_federation(n_domains: int = 3, clients_per_domain: int = 2, alpha: fl
 DATASETS = ("digits", "office_caltech10", "domainnet", "imagefolder", "cifar10", "cifar100")
 
 
-def from_config(cfg, seed: int = 0) -> Federation:
+def from_config(cfg, seed: int = 0, only: Sequence[int] | None = None) -> Federation:
     """Federation from a data config (duck-typed, see ``build_federation``); ``name`` in ``DATASETS``."""
     from prompts.data import folders
 
@@ -157,7 +192,8 @@ def from_config(cfg, seed: int = 0) -> Federation:
               seed=seed, min_samples=getattr(cfg, "min_samples", 20), test_fraction=getattr(cfg, "test_fraction", 0.25))
     shots = getattr(cfg, "shots", None)
     if name == "digits":
-        fed = digits_federation(n_domains=getattr(cfg, "n_domains", 3), domains=getattr(cfg, "domains", None), **kw)
+        fed = digits_federation(n_domains=getattr(cfg, "n_domains", 3), domains=getattr(cfg, "domains", None),
+                                only=only, **kw)
         return fed.few_shot(shots, seed) if shots else fed
     root = getattr(cfg, "root", None)
     if not root:
@@ -167,6 +203,6 @@ def from_config(cfg, seed: int = 0) -> Federation:
                "cifar100": lambda r: folders.cifar(r, 100)}
     if name not in loaders:
         raise ValueError(f"unknown dataset {name!r}; choose one of {DATASETS}")
-    fed = build_federation(loaders[name](root), **kw)
+    fed = build_federation(loaders[name](root), only=only, **kw)
     fed.meta.update(dataset=name, root=str(root))
     return fed.few_shot(shots, seed) if shots else fed

@@ -35,3 +35,16 @@ def test_digits_federation_shape(digits_fed):
     for c in digits_fed.clients:
         assert c.domain_name == digits.DOMAIN_NAMES[c.domain]
         assert len(c.train_images) == len(c.train_labels) >= 20 and len(c.test_images) == len(c.test_labels) > 0
+
+
+def test_a_rank_builds_only_its_own_clients(digits_fed):
+    """``only=`` gives exactly the full federation's clients, drawing only their images."""
+    from prompts.data import digits_federation
+
+    part = digits_federation(n_domains=3, clients_per_domain=2, alpha=0.5, seed=0, only=[4, 1])
+    assert sorted(c.client_id for c in part.clients) == [1, 4]
+    for cid in (1, 4):
+        a, b = digits_fed.client(cid), part.client(cid)
+        assert torch.equal(a.train_images, b.train_images) and torch.equal(a.test_labels, b.test_labels)
+    with pytest.raises(KeyError):
+        part.client(0)
