@@ -8,7 +8,7 @@
 # torch, go in without theirs:
 #   pip install -r requirements.txt -c constraints.txt
 #   pip install --no-deps -r requirements-nodeps.txt -c constraints.txt
-# PIP_OPTS adds options to both (scripts/check_install.sh passes --isolated).
+# PIP_OPTS adds install options to both (scripts/check_install.sh passes --isolated).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -30,9 +30,9 @@ stamp="$venv/.requirements.sha256"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   log="$venv/install.log"
   echo "setup: installing requirements into $venv (about a minute here; log in $log)"
-  pip=("$venv/bin/python" -m pip "${pip_opts[@]}")
-  if ! { "${pip[@]}" install -r requirements.txt -c constraints.txt &&
-         "${pip[@]}" install --no-deps -r requirements-nodeps.txt -c constraints.txt; } >"$log" 2>&1; then
+  pip=("$venv/bin/python" -m pip install "${pip_opts[@]}")
+  if ! { "${pip[@]}" -r requirements.txt -c constraints.txt &&
+         "${pip[@]}" --no-deps -r requirements-nodeps.txt -c constraints.txt; } >"$log" 2>&1; then
     grep -v "is ignored: it is neither" "$log" | tail -40 >&2
     echo "setup: pip install failed (full log: $log)" >&2
     exit 1
