@@ -19,6 +19,10 @@ METHODS = ("secfpp", "clustered", "promptfl", "local", "zeroshot", "dpfedavg", "
 DATASETS = ("digits", "office_caltech10", "domainnet", "cifar10", "cifar100", "imagefolder")
 
 
+#: Shortest allowed ``mpc.timeout_s``: below it a loaded 2-core machine fails healthy runs.
+MIN_TIMEOUT_S = 10.0
+
+
 class ConfigError(ValueError):
     """A config that cannot run; the message says which key and why."""
 
@@ -56,6 +60,7 @@ class TrainConfig:
     # CoOp-style random crop + flip drawn at every step, so the image encoder runs in every step
     # (the realistic cost); off: images are encoded once and cached (n_views cached augmentations)
     augment: bool = False
+    device: str = "auto"  # auto: CUDA when present, else CPU (CrypTen always runs on the CPU)
 
 
 @dataclass
@@ -167,6 +172,8 @@ def _check(cfg: Config) -> None:
     d, m, t, p, dp = cfg.data, cfg.model, cfg.train, cfg.mpc, cfg.dp
     need(d.name in DATASETS, f"data.name: must be one of {', '.join(DATASETS)}, got {d.name!r}")
     need(d.name == "digits" or d.root is not None, f"data.root: required for data.name={d.name}")
+    need(d.root is None or Path(d.root).expanduser().is_dir(), f"data.root: no such directory {d.root!r}")
+    need(d.min_samples >= 1, f"data.min_samples: must be >= 1, got {d.min_samples}")
     need(d.n_domains >= 1, f"data.n_domains: must be >= 1, got {d.n_domains}")
     if d.domains is not None:
         from prompts.data.digits import DOMAIN_NAMES
@@ -189,6 +196,7 @@ def _check(cfg: Config) -> None:
     need(t.lr > 0, f"train.lr: must be > 0, got {t.lr}")
     need(t.batch_size >= 1, f"train.batch_size: must be >= 1, got {t.batch_size}")
     need(t.optimizer in ("sgd", "adam"), f"train.optimizer: sgd or adam, got {t.optimizer!r}")
+    need(t.device in ("auto", "cpu", "cuda"), f"train.device: auto, cpu or cuda, got {t.device!r}")
     need(p.dealer in ("ttp", "tfp"), f"mpc.dealer: ttp or tfp, got {p.dealer!r}")
     need(1 <= p.k_min <= p.k_max, f"mpc: need 1 <= k_min <= k_max, got {p.k_min}..{p.k_max}")
     if cfg.method in ("secfpp", "clustered"):
@@ -209,7 +217,9 @@ def _check(cfg: Config) -> None:
     need(p.proj_dim >= 1, f"mpc.proj_dim: must be >= 1, got {p.proj_dim}")
     need(p.min_cluster_size >= 1, f"mpc.min_cluster_size: must be >= 1, got {p.min_cluster_size}")
     need(p.adapt_every >= 1, f"mpc.adapt_every: must be >= 1, got {p.adapt_every}")
-    need(p.timeout_s > 0, f"mpc.timeout_s: must be > 0, got {p.timeout_s}")
+    need(p.timeout_s >= MIN_TIMEOUT_S, f"mpc.timeout_s: must be >= {MIN_TIMEOUT_S:g} s (one MPC step on a busy "
+         f"machine can take seconds; set-up does not count against it), got {p.timeout_s}")
+    need(bool(p.address.strip()), "mpc.address: empty; use 127.0.0.1 on one host or rank 0's reachable address")
     need(dp.epsilon > 0, f"dp.epsilon: must be > 0, got {dp.epsilon}")
     need(0 < dp.delta < 1, f"dp.delta: must be in (0, 1), got {dp.delta}")
     need(dp.clip > 0, f"dp.clip: must be > 0, got {dp.clip}")

@@ -9,14 +9,22 @@ run in a single process that holds every client. Each round:
 A round is checkpointed by every rank and marked complete by rank 0; ``--resume`` picks up
 after the last complete round. Local training is seeded by (seed, round, client), so a
 resumed run repeats exactly what an uninterrupted one does.
+
+Start-up order: every rank does its slow local set-up first (backbone, possibly the tiny
+CLIP's one-time pretraining, data, feature cache, the resume checkpoint), then all ranks,
+the TTP dealer included, meet at an MPI barrier and exchange a verdict (each rank's error,
+if any, and its class list), and only then join the CrypTen party world. So set-up time
+never counts against ``mpc.timeout_s``, and bad input stops every rank with the same
+message before any MPC starts. Once the party world is up, any failure ends the job with a
+line naming the phase and the missing party (:mod:`launcher.faults`).
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import logging
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -25,8 +33,9 @@ from typing import Any
 
 import torch
 
+from launcher import faults
 from launcher.config import Config, ConfigError, from_dict, load_config
-from launcher.rundir import RunDir
+from launcher.rundir import CheckpointError, RunDir, config_hash
 from launcher.strategies import RoundInput, Strategy, make_strategy
 from launcher.world import World, launched_by_mpi
 
@@ -91,16 +100,22 @@ def client_ranks_for(cfg: Config, world: World, uses_mpc: bool) -> int:
 
 def build_clients(cfg: Config, client_ids: list[int]) -> tuple[list[Client], Any, list[str]]:
     from prompts import data as pdata
-    from prompts.backbone import load_backbone
+    from prompts.backbone import load_backbone, resolve_device
     from prompts.features import OnTheFlyFeatures, compute_features
     from prompts.learner import PromptLearner
 
     # the tiny CLIP is one shared pretrained model; cfg.seed varies data and training only
-    backbone = load_backbone(cfg.model.name, cfg.model.pretrained, seed=0)
+    backbone = load_backbone(cfg.model.name, cfg.model.pretrained, device=resolve_device(cfg.train.device), seed=0)
     fed = pdata.build_federation(cfg.data, seed=cfg.seed)
     clients = []
     for cid in client_ids:
         cd = fed.clients[cid]
+        for what, labels in (("training", cd.train_labels), ("test", cd.test_labels)):
+            if len(labels) == 0:
+                raise ConfigError(
+                    f"client {cid} ({cd.domain_name}) has no {what} images; lower data.min_samples, "
+                    f"data.clients_per_domain or data.test_fraction, or add data"
+                )
         learner = PromptLearner(
             backbone,
             fed.classnames,
@@ -125,6 +140,58 @@ def build_clients(cfg: Config, client_ids: list[int]) -> tuple[list[Client], Any
             )
         )
     return clients, backbone, fed.classnames
+
+
+@dataclass
+class _Local:
+    """What a client rank builds before it joins the party world."""
+
+    clients: list[Client]
+    backbone: Any
+    classnames: list[str]
+    resume_state: dict[str, Any] | None
+    resume_round: int | None
+
+
+def _roles(n_ranks: int, n_client_ranks: int, n_clients: int) -> list[str]:
+    """Who each rank is, for failure messages: "client 3", "clients 0,3", "TTP dealer"."""
+    roles = []
+    for r in range(n_ranks):
+        held = [c for c in range(n_clients) if c % max(n_client_ranks, 1) == r] if r < n_client_ranks else []
+        roles.append(("client " if len(held) == 1 else "clients ") + ",".join(map(str, held)) if held else "TTP dealer")
+    return roles
+
+
+def verdict(statuses: list[dict[str, Any]]) -> None:
+    """Raise the same ConfigError on every rank if any rank's set-up failed or class lists differ."""
+    failed = [(r, s["error"]) for r, s in enumerate(statuses) if s.get("error")]
+    if failed:
+        lines = "\n".join(f"  rank {r}: {e}" for r, e in failed)
+        raise ConfigError(f"set-up failed on {len(failed)} rank(s), stopping before any MPC starts:\n{lines}")
+    lists = {r: s["classnames"] for r, s in enumerate(statuses) if s.get("classnames") is not None}
+    if len({tuple(v) for v in lists.values()}) > 1:
+        ref_rank = min(lists)
+        differ = [r for r, v in lists.items() if v != lists[ref_rank]]
+        raise ConfigError(
+            f"the parties' class lists differ (rank {ref_rank}: {lists[ref_rank]}; "
+            + "; ".join(f"rank {r}: {lists[r]}" for r in differ)
+            + "): every client must see the same classes in the same order"
+        )
+
+
+def _set_thread_budget() -> None:
+    """Ranks on one host share its cores: one intra-op thread each when there are more ranks than cores."""
+    local = int(os.environ.get("OMPI_COMM_WORLD_LOCAL_SIZE", "1"))
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // local))
+
+
+def _set_up(cfg: Config, rd: RunDir, rank: int, n_client_ranks: int, resume: bool) -> _Local:
+    """Everything slow and local, before the party world exists (client ranks only)."""
+    client_ids = [c for c in range(cfg.n_clients) if c % n_client_ranks == rank]
+    clients, backbone, classnames = build_clients(cfg, client_ids)
+    last = rd.last_complete_round() if resume else None
+    state = rd.load_shard(last, rank, config_hash(cfg.to_dict()), n_client_ranks) if last is not None else None
+    return _Local(clients, backbone, classnames, state, last)
 
 
 # ------------------------------------------------------------------------------- loop
@@ -189,60 +256,91 @@ def run(cfg: Config, world: World, run_dir: Path | None = None, resume: bool = F
 
     uses_mpc = secure.uses_mpc(cfg.method)
     n_client_ranks = client_ranks_for(cfg, world, uses_mpc)
+    faults.set_peers(world.allgather(list(faults.me())), _roles(max(world.size, 1), n_client_ranks, cfg.n_clients))
     clients_world = world.split_clients(n_client_ranks)
+    is_client = world.rank < n_client_ranks
+    _set_thread_budget()
+
+    faults.enter("setup")
+    rd = RunDir(clients_world.bcast(str(run_dir or _default_run_dir(cfg)) if clients_world.is_root else None)) \
+        if is_client else None
+    local, status = None, {"error": None, "classnames": None, "device": None}
+    if is_client:
+        try:
+            local = _set_up(cfg, rd, clients_world.rank, n_client_ranks, resume)
+            status.update(classnames=local.classnames, device=str(local.backbone.device))
+        except (ConfigError, CheckpointError, FileNotFoundError, ValueError) as err:
+            status["error"] = str(err)
+        except Exception as err:  # noqa: BLE001 - reported to every rank below, with its traceback here
+            log.exception("set-up failed")
+            status["error"] = f"{type(err).__name__}: {err}"
+    faults.enter("join")
+    world.wait_for_all()  # sleeps, however long another rank's set-up takes
+    statuses = world.allgather(status)
+    verdict(statuses)
+
+    if uses_mpc:
+        from mpc import stats
+
+        stats.phase_listeners.append(faults.enter_step)  # SecPC's steps name the phase in failure reports
+        faults.enter("join" if is_client else "dealer")
     party = secure.start_party(cfg, world) if uses_mpc else None
     if party is not None and party.is_dealer:
         return None  # the TTP dealer served until the clients shut down
-
-    rd = RunDir(clients_world.bcast(str(run_dir or _default_run_dir(cfg)) if clients_world.is_root else None))
-    client_ids = [c for c in range(cfg.n_clients) if c % n_client_ranks == clients_world.rank]
+    assert local is not None and rd is not None
+    clients, backbone, classnames = local.clients, local.backbone, local.classnames
     strategy = make_strategy(cfg, clients_world, party)
-    clients, backbone, classnames = build_clients(cfg, client_ids)
     for c in clients:
         strategy.prepare_client(c.cid, c.learner)
     domains = {cid: d for part in clients_world.allgather({c.cid: c.domain for c in clients}) for cid, d in part.items()}
 
     rows: list[dict[str, Any]] = []
     start = 0
-    if resume:
-        last = rd.last_complete_round()
-        if last is not None:
-            shard = rd.load_shard(last, clients_world.rank)
-            for c in clients:
-                c.learner.load_state_dict(shard["clients"][c.cid])
-            strategy.load_state_dict(shard["strategy"])
-            rows = [r for r in rd.read_metrics() if r["round"] <= last + 1]
-            start = last + 1
-    elif clients_world.is_root:
+    if local.resume_state is not None:
+        for c in clients:
+            c.learner.load_state_dict(local.resume_state["clients"][c.cid])
+        strategy.load_state_dict(local.resume_state["strategy"])
+        rows = [r for r in rd.read_metrics() if r["round"] <= local.resume_round + 1]
+        start = local.resume_round + 1
+    elif clients_world.is_root and not resume:
         rd.write_config(cfg.to_dict())
 
     progress = None
+    devices = [s["device"] for s in statuses if s["device"] is not None]
     if clients_world.is_root:
         from tqdm import tqdm
 
+        print(f"local training on: {_device_line(devices)}; CrypTen on cpu", file=sys.stderr, flush=True)
         progress = tqdm(total=cfg.rounds, initial=start, desc=f"{cfg.method}", unit="round", file=sys.stderr)
         print(f"run directory: {rd.path}", flush=True)
 
+    cfg_sha = config_hash(cfg.to_dict())
     for r in range(start, cfg.rounds):
+        faults.enter("train", r)
         train_s = strategy.train_round(clients, r)
+        faults.enter("secpc", r)
         t0 = time.perf_counter()
         out = strategy.aggregate(
             RoundInput(
                 round_idx=r,
-                prompts={c.cid: c.learner.get_domain_prompt() for c in clients},
+                prompts=faults.poison({c.cid: c.learner.get_domain_prompt().cpu() for c in clients}, r),  # CPU only
                 weights={c.cid: int(len(c.train_y)) for c in clients},
-                domain_init=clients[0].learner.domain_init,
+                domain_init=clients[0].learner.domain_init.cpu(),
             )
         )
         agg_s = time.perf_counter() - t0
+        faults.enter("evaluate", r)
         for c in clients:
             c.learner.set_domain_prompt(out.prompts[c.cid])
         acc = _evaluate(strategy, clients, backbone, classnames)
         parts = clients_world.gather({"acc": acc, "train_s": train_s, "agg_s": agg_s, "info": out.info})
+        faults.enter("checkpoint", r)
         rd.save_shard(
             r,
             clients_world.rank,
             {"clients": {c.cid: c.learner.state_dict() for c in clients}, "strategy": strategy.state_dict()},
+            cfg_sha,
+            n_client_ranks,
         )
         clients_world.barrier()  # every shard of round r is on disk
         if clients_world.is_root:
@@ -252,20 +350,32 @@ def run(cfg: Config, world: World, run_dir: Path | None = None, resume: bool = F
             rd.mark_complete(r, n_client_ranks)
             progress.update(1)
             progress.write(report.round_line(row))
+    faults.enter("done")
     strategy.close()
     if not clients_world.is_root:
         return None
     progress.close()
     summary = report.summarise(cfg, rows, domains)
+    summary["train_devices"] = devices
     rd.write_summary(summary)
     report.plot_run(rd, rows)
     print(report.final_line(summary, rd.path), flush=True)
     return summary
 
 
+def _device_line(devices: list[str]) -> str:
+    """``cpu (ranks 0-8)``-style summary of where each client rank trains."""
+    groups: dict[str, list[int]] = {}
+    for r, d in enumerate(devices):
+        groups.setdefault(d, []).append(r)
+    return ", ".join(f"{d} (rank{'s' if len(rs) > 1 else ''} {rs[0]}{f'-{rs[-1]}' if len(rs) > 1 else ''})"
+                     for d, rs in groups.items())
+
+
 def main(argv: list[str]) -> int:
     args = _parse(argv)
     world = World.detect()
+    faults.watch(world.rank)
     logging.basicConfig(level=logging.WARNING, format=f"[rank {world.rank}] %(levelname)s %(message)s")
     try:
         if args.resume:
@@ -279,14 +389,17 @@ def main(argv: list[str]) -> int:
         else:
             cfg = load_config(args.config, args.overrides)
             run(cfg, world, Path(args.run_dir) if args.run_dir else None)
-    except ConfigError as err:
-        if world.is_root or not launched_by_mpi():
-            print(f"error: {err}", file=sys.stderr, flush=True)
+    except ConfigError as err:  # raised alike on every rank, before any MPC: no abort needed
+        prefix = f"[rank {world.rank}] " if launched_by_mpi() else ""
+        print(f"{prefix}error: {err}", file=sys.stderr, flush=True)
         return 2
     except Exception as err:  # noqa: BLE001 - any failure must bring the whole job down, loudly
-        log.exception("run failed: %s", err)
-        print(f"[rank {world.rank}] error: {type(err).__name__}: {err}", file=sys.stderr, flush=True)
+        if not faults.missing():  # a peer's death explains itself; anything else gets its traceback
+            log.exception("run failed: %s", err)
+        reason = f"{type(err).__name__}: {err}"
         if launched_by_mpi():
-            world.abort(1)
+            faults.abort(reason)  # exits; mpirun then stops the other ranks, and each says where it was
+        print(faults.describe(reason), file=sys.stderr, flush=True)
         return 1
+    faults.enter("done")
     return 0

@@ -3,10 +3,19 @@
 Every write is atomic (temporary file + ``os.replace``) so a crash mid-write leaves the
 previous state intact and ``--resume`` never reads a torn file. Only rank 0 writes the
 shared files; every rank writes its own checkpoint shard.
+
+A shard is ``MAGIC`` + the SHA-256 of the payload + a ``torch.save`` payload holding a
+header (format version, config hash, number of client ranks, round, rank) and the state.
+Loading checks the checksum before unpickling anything, unpickles with ``weights_only=True``
+(tensors and plain containers only), and refuses a shard written by another config or
+another world size: a resumed run either continues the same run exactly or stops with a
+:class:`CheckpointError` that says what to do.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import os
 import tempfile
@@ -15,6 +24,18 @@ from typing import Any, Iterable
 
 import torch
 import yaml
+
+FORMAT_VERSION = 1
+MAGIC = b"SECFPP-SHARD\n"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that must not be used; the message says which file, why, and what to do."""
+
+
+def config_hash(config: dict[str, Any]) -> str:
+    """SHA-256 of the resolved config: a shard is only valid for the run that wrote it."""
+    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -25,19 +46,6 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_torch_save(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -89,8 +97,14 @@ class RunDir:
     def write_summary(self, summary: dict[str, Any]) -> None:
         atomic_write_bytes(self.summary_path, (json.dumps(summary, indent=2, sort_keys=True) + "\n").encode())
 
-    def save_shard(self, round_idx: int, rank: int, state: dict[str, Any]) -> None:
-        atomic_torch_save(state, self.shard_path(round_idx, rank))
+    def save_shard(self, round_idx: int, rank: int, state: dict[str, Any], config_sha256: str, n_ranks: int) -> None:
+        """Checksummed, headed, atomic; ``n_ranks`` is the number of client ranks of the job."""
+        header = {"format": FORMAT_VERSION, "config_sha256": config_sha256, "n_ranks": n_ranks,
+                  "round": round_idx, "rank": rank}
+        buf = io.BytesIO()
+        torch.save({"header": header, "state": state}, buf)
+        payload = buf.getvalue()
+        atomic_write_bytes(self.shard_path(round_idx, rank), MAGIC + hashlib.sha256(payload).digest() + payload)
 
     def mark_complete(self, round_idx: int, n_ranks: int) -> None:
         """Written by rank 0 after every rank saved its shard: the round is resumable."""
@@ -106,5 +120,44 @@ class RunDir:
         )
         return done[-1] if done else None
 
-    def load_shard(self, round_idx: int, rank: int) -> dict[str, Any]:
-        return torch.load(self.shard_path(round_idx, rank), weights_only=False)
+    def load_shard(self, round_idx: int, rank: int, config_sha256: str, n_ranks: int) -> dict[str, Any]:
+        """This rank's state after round ``round_idx``, or :class:`CheckpointError`."""
+        path = self.shard_path(round_idx, rank)
+        fix = (f"delete {path.parent} to resume from the round before it, or start a new run "
+               "(without --resume)")
+        marked = (path.parent / "COMPLETE").read_text().strip() if (path.parent / "COMPLETE").is_file() else None
+        if marked is not None and marked != str(n_ranks):
+            raise CheckpointError(
+                f"{path.parent} was written by a job with {marked} client ranks, this one has {n_ranks}; "
+                f"resume with the same number of processes as the run that wrote it"
+            )
+        try:
+            data = path.read_bytes()
+        except OSError as err:
+            raise CheckpointError(f"checkpoint {path} cannot be read ({err.strerror}); {fix}") from None
+        head, digest, payload = data[: len(MAGIC)], data[len(MAGIC): len(MAGIC) + 32], data[len(MAGIC) + 32:]
+        if head != MAGIC:
+            raise CheckpointError(f"checkpoint {path} is not a SecFPP shard (bad magic); {fix}")
+        if hashlib.sha256(payload).digest() != digest:
+            raise CheckpointError(f"checkpoint {path} is truncated or corrupt (checksum mismatch); {fix}")
+        try:
+            shard = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
+        except Exception as err:  # noqa: BLE001 - anything the safe unpickler refuses
+            raise CheckpointError(f"checkpoint {path} cannot be loaded safely ({err}); {fix}") from None
+        header = shard.get("header", {}) if isinstance(shard, dict) else {}
+        if header.get("format") != FORMAT_VERSION:
+            raise CheckpointError(
+                f"checkpoint {path} has format {header.get('format')!r}; this code reads format {FORMAT_VERSION}"
+            )
+        if header.get("config_sha256") != config_sha256:
+            raise CheckpointError(
+                f"checkpoint {path} was written by a run with a different config (its config.yaml was edited, "
+                f"or the checkpoints were copied from another run); refusing to mix them"
+            )
+        if header.get("n_ranks") != n_ranks or header.get("rank") != rank or header.get("round") != round_idx:
+            raise CheckpointError(
+                f"checkpoint {path} belongs to rank {header.get('rank')} of {header.get('n_ranks')} client ranks, "
+                f"round {header.get('round')}; this is rank {rank} of {n_ranks}, round {round_idx}: resume with "
+                f"the same number of processes as the run that wrote it"
+            )
+        return shard["state"]

@@ -77,6 +77,18 @@ class World:
         if self._comm is not None:
             self._comm.Barrier()
 
+    def wait_for_all(self, poll_s: float = 0.05) -> None:
+        """A barrier that sleeps while it waits: ranks that wait minutes (for another rank's
+        set-up) must not spin the CPU that rank needs. No timeout: mpirun ends the job if a
+        rank dies."""
+        if self._comm is None:
+            return
+        import time
+
+        request = self._comm.Ibarrier()
+        while not request.Test():
+            time.sleep(poll_s)
+
     def abort(self, code: int = 1) -> None:
         """Bring the whole job down: a failed rank must not leave the others waiting."""
         if self._comm is not None:

@@ -11,9 +11,13 @@ from __future__ import annotations
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from typing import Iterator
+from typing import Callable, Iterator
 
 from mpc.compat import import_crypten
+
+#: Called with a phase's name as it starts, in any CommLog: lets a caller outside ``mpc`` (the
+#: launcher's failure reports and fault injection) know which protocol step is in flight.
+phase_listeners: list[Callable[[str], None]] = []
 
 
 @dataclass
@@ -43,6 +47,8 @@ class CommLog:
 
     @contextmanager
     def phase(self, name: str) -> Iterator[PhaseStats]:
+        for listener in phase_listeners:
+            listener(name)
         rounds0, bytes0 = _counters()
         t0 = time.perf_counter()
         current = PhaseStats(name)

@@ -74,6 +74,19 @@ def default_device(device: str | torch.device | None = None) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+DEVICE_CHOICES = ("auto", "cpu", "cuda")
+
+
+def resolve_device(choice: str) -> torch.device:
+    """``auto`` -> CUDA when torch sees a GPU, else CPU; ``cuda`` without a GPU is an error, not a fallback."""
+    if choice not in DEVICE_CHOICES:
+        raise ValueError(f"device must be one of {DEVICE_CHOICES}, got {choice!r}")
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"train.device=cuda but torch {torch.__version__} sees no GPU "
+                         f"(CUDA build: {torch.version.cuda}); use train.device=auto or cpu")
+    return default_device(None if choice == "auto" else choice)
+
+
 def _local_hint(name: str) -> str:
     return (f"To use weights on this machine, download the checkpoint elsewhere and pass its local path: "
             f"load_backbone({name!r}, pretrained='/path/to/weights.safetensors') (.pt, .pth, .bin or "

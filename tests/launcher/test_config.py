@@ -40,6 +40,12 @@ def test_default_config_loads_and_overrides_apply():
         ("data.domains=clean", r"data.domains: expected"),
         ("data.shots=0", r"data.shots: must be >= 1"),
         ("mpc.features=gradients", r"mpc.features: drift or prompt"),
+        ("data.root=/nonexistent/office", r"data.root: no such directory '/nonexistent/office'"),
+        ("data.min_samples=0", r"data.min_samples: must be >= 1"),
+        ("train.device=tpu", r"train.device: auto, cpu or cuda"),
+        ("mpc.timeout_s=2", r"mpc.timeout_s: must be >= 10 s .*set-up does not count against it"),
+        ("mpc.timeout_s=-1", r"mpc.timeout_s: must be >= 10"),
+        ("mpc.address=' '", r"mpc.address: empty"),
     ],
 )
 def test_bad_configs_are_rejected_with_the_key_named(override, message):
@@ -70,3 +76,43 @@ def test_cli_reports_config_errors_and_world_size():
     # SecFPP outside mpirun says which mpirun line to use
     run = subprocess.run(env_cmd + ["run", "--config", str(DEFAULT)], capture_output=True, text=True)
     assert run.returncode == 2 and f"mpirun -np {cfg.n_clients + 1}" in run.stderr
+
+
+def test_train_device_resolves_and_cuda_without_a_gpu_is_an_error(monkeypatch):
+    import torch
+
+    from prompts.backbone import resolve_device
+
+    assert load_config(DEFAULT).train.device == "auto"
+    assert resolve_device("cpu").type == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto").type == "cpu"
+    with pytest.raises(ValueError, match="train.device=cuda but torch .* sees no GPU"):
+        resolve_device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_device("auto").type == "cuda"
+
+
+def test_an_empty_client_stops_the_run_before_it_starts(tmp_path):
+    """With 10 clients per domain and a 2% test split, some clients get no test image."""
+    run = subprocess.run(
+        [sys.executable, "-m", "launcher", "run", "--config", str(DEFAULT), "method=local", "rounds=1",
+         "data.clients_per_domain=10", "data.min_samples=1", "data.test_fraction=0.02", "--run-dir", str(tmp_path / "r")],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert run.returncode == 2, run.stderr[-2000:]
+    assert "set-up failed on 1 rank(s), stopping before any MPC starts" in run.stderr
+    assert "client 0 (clean) has no test images" in run.stderr
+    assert not (tmp_path / "r" / "metrics.jsonl").exists()
+
+
+def test_setup_verdict_names_every_failed_rank_and_differing_class_lists():
+    from launcher.run import verdict
+
+    ok = {"error": None, "classnames": ["cat", "dog"], "device": "cpu"}
+    dealer = {"error": None, "classnames": None, "device": None}
+    verdict([ok, ok, dealer])
+    with pytest.raises(ConfigError, match=r"set-up failed on 2 rank\(s\).*\n  rank 1: no data\n  rank 2: boom"):
+        verdict([ok, {**ok, "error": "no data"}, {**dealer, "error": "boom"}])
+    with pytest.raises(ConfigError, match=r"class lists differ \(rank 0: \['cat', 'dog'\]; rank 2: \['cat', 'emu'\]\)"):
+        verdict([ok, ok, {**ok, "classnames": ["cat", "emu"]}, dealer])
