@@ -75,10 +75,18 @@ class MPCConfig:
     adapt_every: int = 1
     timeout_s: float = 120.0
     address: str = "127.0.0.1"
-    report_assignments: bool = False
     features: str = "drift"  # what is clustered: "drift" (own accumulated updates) or "prompt" (D_i)
     # min_cluster_size < 3 or 2 clients: a cluster member can read another member's prompt
     allow_insecure: bool = False
+
+
+@dataclass
+class EvaluationConfig:
+    # Evaluation-only traffic, off by default: with gather on, every client rank sends rank 0 its
+    # clients' test accuracy, training time, MPC statistics and true domain, and each SecFPP client
+    # decrypts its own cluster label and sends it too (for the ARI). Off: nothing but the method's
+    # own protocol crosses ranks; each rank writes its own clients' metrics file.
+    gather: bool = False
 
 
 @dataclass
@@ -101,6 +109,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     mpc: MPCConfig = field(default_factory=MPCConfig)
     dp: DPConfig = field(default_factory=DPConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
 
     @property
     def n_clients(self) -> int:

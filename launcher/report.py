@@ -51,7 +51,7 @@ def summarise(cfg: Config, rows: list[dict[str, Any]], domains: dict[int, int]) 
         "local_train_s_per_round": statistics.fmean(r["time"]["local_train_s"] for r in rows),
         "aggregate_s_per_round": statistics.fmean(r["time"]["aggregate_s"] for r in rows),
         "insecure_dealer": bool(final.get("insecure_dealer", False)),
-        "assignment_report": cfg.mpc.report_assignments,
+        "evaluation_gathered": cfg.evaluation.gather,
     }
     if "mpc" in final:
         summary["mpc_s_per_round"] = statistics.fmean(r["mpc"]["seconds"] for r in rows)

@@ -106,10 +106,10 @@ def build_clients(cfg: Config, client_ids: list[int]) -> tuple[list[Client], Any
 
     # the tiny CLIP is one shared pretrained model; cfg.seed varies data and training only
     backbone = load_backbone(cfg.model.name, cfg.model.pretrained, device=resolve_device(cfg.train.device), seed=0)
-    fed = pdata.build_federation(cfg.data, seed=cfg.seed)
+    fed = pdata.build_federation(cfg.data, seed=cfg.seed, only=client_ids)  # this rank's clients' data only
     clients = []
     for cid in client_ids:
-        cd = fed.clients[cid]
+        cd = fed.client(cid)
         for what, labels in (("training", cd.train_labels), ("test", cd.test_labels)):
             if len(labels) == 0:
                 raise ConfigError(
@@ -206,7 +206,8 @@ def _evaluate(strategy: Strategy, clients: list[Client], backbone: Any, classnam
 
 
 def _round_row(cfg: Config, round_idx: int, parts: list[dict[str, Any]], clients_domain: dict[int, int]) -> dict[str, Any]:
-    """Merge what every client rank measured into one metrics row (rank 0)."""
+    """One metrics row from the parts in hand: every client rank's (rank 0, ``evaluation.gather``)
+    or this rank's own."""
     acc: dict[int, float] = {}
     for part in parts:
         acc.update(part["acc"])
@@ -292,7 +293,14 @@ def run(cfg: Config, world: World, run_dir: Path | None = None, resume: bool = F
     strategy = make_strategy(cfg, clients_world, party)
     for c in clients:
         strategy.prepare_client(c.cid, c.learner)
-    domains = {cid: d for part in clients_world.allgather({c.cid: c.domain for c in clients}) for cid, d in part.items()}
+    # Evaluation-only traffic (true domains, accuracies, timings, own cluster labels) crosses
+    # ranks only with evaluation.gather; otherwise each rank logs its own clients.
+    gather = cfg.evaluation.gather
+    domains = {c.cid: c.domain for c in clients}
+    if gather:
+        domains = {cid: d for part in clients_world.allgather(domains) for cid, d in part.items()}
+    log_rank = 0 if gather else clients_world.rank  # whose metrics file this rank keeps, if any
+    keeps_log = clients_world.is_root or not gather
 
     rows: list[dict[str, Any]] = []
     start = 0
@@ -300,7 +308,7 @@ def run(cfg: Config, world: World, run_dir: Path | None = None, resume: bool = F
         for c in clients:
             c.learner.load_state_dict(local.resume_state["clients"][c.cid])
         strategy.load_state_dict(local.resume_state["strategy"])
-        rows = [r for r in rd.read_metrics() if r["round"] <= local.resume_round + 1]
+        rows = [r for r in rd.read_metrics(log_rank) if r["round"] <= local.resume_round + 1]
         start = local.resume_round + 1
     elif clients_world.is_root and not resume:
         rd.write_config(cfg.to_dict())
@@ -333,7 +341,8 @@ def run(cfg: Config, world: World, run_dir: Path | None = None, resume: bool = F
         for c in clients:
             c.learner.set_domain_prompt(out.prompts[c.cid])
         acc = _evaluate(strategy, clients, backbone, classnames)
-        parts = clients_world.gather({"acc": acc, "train_s": train_s, "agg_s": agg_s, "info": out.info})
+        part = {"acc": acc, "train_s": train_s, "agg_s": agg_s, "info": out.info}
+        parts = clients_world.gather(part) if gather else [part]
         faults.enter("checkpoint", r)
         rd.save_shard(
             r,
@@ -342,11 +351,12 @@ def run(cfg: Config, world: World, run_dir: Path | None = None, resume: bool = F
             cfg_sha,
             n_client_ranks,
         )
-        clients_world.barrier()  # every shard of round r is on disk
-        if clients_world.is_root:
+        if keeps_log:
             row = _round_row(cfg, r, parts, domains)
             rows.append(row)
-            rd.write_metrics(rows)
+            rd.write_metrics(rows, log_rank)
+        clients_world.barrier()  # every shard and log of round r is on disk
+        if clients_world.is_root:
             rd.mark_complete(r, n_client_ranks)
             progress.update(1)
             progress.write(report.round_line(row))

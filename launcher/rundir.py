@@ -84,15 +84,21 @@ class RunDir:
     def read_config(self) -> dict[str, Any]:
         return yaml.safe_load(self.config_path.read_text())
 
-    def read_metrics(self) -> list[dict[str, Any]]:
-        if not self.metrics_path.exists():
-            return []
-        return [json.loads(line) for line in self.metrics_path.read_text().splitlines() if line]
+    def metrics_file(self, rank: int = 0) -> Path:
+        """Rank 0's log is ``metrics.jsonl``; without ``evaluation.gather`` every other client
+        rank keeps its own clients' log, ``metrics.rank-R.jsonl``."""
+        return self.metrics_path if rank == 0 else self.path / f"metrics.rank-{rank}.jsonl"
 
-    def write_metrics(self, rows: Iterable[dict[str, Any]]) -> None:
+    def read_metrics(self, rank: int = 0) -> list[dict[str, Any]]:
+        path = self.metrics_file(rank)
+        if not path.exists():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines() if line]
+
+    def write_metrics(self, rows: Iterable[dict[str, Any]], rank: int = 0) -> None:
         """Rewrite the whole log: keeps it consistent with the checkpoint it was written with."""
         text = "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows)
-        atomic_write_bytes(self.metrics_path, text.encode())
+        atomic_write_bytes(self.metrics_file(rank), text.encode())
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         atomic_write_bytes(self.summary_path, (json.dumps(summary, indent=2, sort_keys=True) + "\n").encode())

@@ -140,7 +140,7 @@ class PlaintextClustered(Strategy):
         rows = {cid: res.rows[j].float().reshape(shape) for j, cid in enumerate(ids)}
         self.features.installed_now(rows)
         info: dict[str, Any] = {"k": res.k}
-        if self.cfg.mpc.report_assignments:
+        if self.cfg.evaluation.gather:
             info["assignment"] = {cid: int(res.labels[j]) for j, cid in enumerate(ids) if cid in inp.prompts}
         return RoundOutput({cid: rows[cid] for cid in inp.prompts}, info)
 
@@ -180,7 +180,7 @@ class SecFPP(Strategy):
             iters=self.cfg.mpc.iters,
             seed=self.cfg.seed,
             min_cluster_size=self.cfg.mpc.min_cluster_size,
-            reveal_own_assignment=self.cfg.mpc.report_assignments,
+            reveal_own_assignment=self.cfg.evaluation.gather,
             restarts=self.cfg.mpc.restarts,
             allow_insecure=self.cfg.mpc.allow_insecure,
         )

@@ -18,7 +18,7 @@ ENV = {**os.environ, "OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONF
 SMALL = [
     "--config", str(ROOT / "launcher/configs/default.yaml"),
     "data.clients_per_domain=1", "mpc.min_cluster_size=1", "mpc.allow_insecure=true", "mpc.k_max=3", "mpc.iters=5",
-    "train.epochs=1", "mpc.report_assignments=true", "mpc.timeout_s=30",
+    "train.epochs=1", "evaluation.gather=true", "mpc.timeout_s=30",
 ]
 
 
