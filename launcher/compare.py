@@ -172,7 +172,8 @@ def main(argv: list[str]) -> int:
         return 2
     results = []
     for i, job in enumerate(jobs, 1):
-        overrides = [*a.overrides, f"method={job['method']}", f"seed={job['seed']}"]
+        # a comparison needs every client's accuracy at rank 0: the evaluation switch is on
+        overrides = [*a.overrides, "evaluation.gather=true", f"method={job['method']}", f"seed={job['seed']}"]
         if job["epsilon"] is not None:
             overrides.append(f"dp.epsilon={job['epsilon']}")
         cfg = load_config(a.config, overrides)

@@ -106,6 +106,23 @@ class _AdaptiveSchedule:
             return self.cfg.mpc.k_min, self.cfg.mpc.k_max
         return self.k, self.k
 
+    def round_config(self, round_idx: int) -> Any:
+        """The round's public SecPC parameters, identical for SecFPP and its plaintext twin."""
+        from mpc.layout import SecPCConfig
+
+        k_min, k_max = self.k_range(round_idx)
+        m = self.cfg.mpc
+        return SecPCConfig(
+            k_min=k_min,
+            k_max=k_max,
+            iters=m.iters,
+            seed=self.cfg.seed,
+            min_cluster_size=m.min_cluster_size,
+            reveal_own_assignment=self.cfg.evaluation.gather,
+            restarts=m.restarts,
+            allow_insecure=m.allow_insecure,
+        )
+
 
 class PlaintextClustered(Strategy):
     """SecPC's maths in the clear at an honest server: SecFPP's accuracy twin, no privacy."""
@@ -124,16 +141,8 @@ class PlaintextClustered(Strategy):
         prompts, _ = self._gather(inp)
         ids, x, p = _reduce_all(self.cfg, prompts, inp.domain_init, self.features(prompts, inp.domain_init))
         k_range = self.schedule.k_range(inp.round_idx)
-        res = secpc_reference(
-            x.double(),
-            p.double(),
-            k_range,
-            self.cfg.mpc.iters,
-            self.cfg.seed,
-            self.cfg.mpc.min_cluster_size,
-            warm_state=self.centres.get(k_range),
-            restarts=self.cfg.mpc.restarts,
-        )
+        res = secpc_reference(x.double(), p.double(), self.schedule.round_config(inp.round_idx),
+                              warm_state=self.centres.get(k_range))
         self.centres[k_range] = (res.S, res.n)
         self.schedule.k = res.k
         shape = inp.domain_init.shape
@@ -168,22 +177,13 @@ class SecFPP(Strategy):
         self.warm: dict[tuple[int, int], Any] = {}  # encrypted centres per candidate set
 
     def aggregate(self, inp: RoundInput) -> RoundOutput:
-        from mpc.secpc import SecPCConfig, secpc_round
+        from mpc.secpc import secpc_round
 
         ids, x, p = _reduce_all(self.cfg, inp.prompts, inp.domain_init, self.features(inp.prompts, inp.domain_init))
         n_ranks = self.world.size
         owners = [cid % n_ranks for cid in range(self.cfg.n_clients)]
         k_range = self.schedule.k_range(inp.round_idx)
-        config = SecPCConfig(
-            k_min=k_range[0],
-            k_max=k_range[1],
-            iters=self.cfg.mpc.iters,
-            seed=self.cfg.seed,
-            min_cluster_size=self.cfg.mpc.min_cluster_size,
-            reveal_own_assignment=self.cfg.evaluation.gather,
-            restarts=self.cfg.mpc.restarts,
-            allow_insecure=self.cfg.mpc.allow_insecure,
-        )
+        config = self.schedule.round_config(inp.round_idx)
         res = secpc_round(self.party, x, p, owners, config, warm=self.warm.get(k_range))
         self.warm[k_range] = res.state
         self.schedule.k = res.k

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from mpc import reference as ref
+from mpc import layout as lay
 from mpc import secure_ops as so
 from mpc.compat import import_crypten
 from mpc.stats import CommLog
@@ -116,18 +116,18 @@ def secure_kmeans(
     log = log if log is not None else CommLog()
     N = len(owners)
     m = x_local.shape[1]
-    bits = ref.quant_bits(N)
+    bits = lay.quant_bits(N)
     ks = list(ks)
-    J, L = ref.pair_layout(ks)
+    J, L = lay.pair_layout(ks)
     with log.phase("share"):
-        xq = ref.quantize(x_local, bits)
+        xq = lay.quantize(x_local, bits)
         Xi = so.share_rows(torch.cat([xq, torch.ones(xq.shape[0], 1, dtype=torch.long)], 1), owners, rank, 0)
         if warm is not None:
             if tuple(warm.ks) != tuple(ks) or warm.bits != bits or warm.SN.shape[1] != m + 1:
                 raise ValueError("warm-start state does not match candidates / N / m")
             SN = warm.SN
         else:
-            SN = Xi[ref.initial_rows(ks, N, seed)]  # Forgy, public indices: [x_r | 1] = (S, n=1)
+            SN = Xi[lay.initial_rows(ks, N, seed)]  # Forgy, public indices: [x_r | 1] = (S, n=1)
     for _ in range(iters):
         with log.phase("lloyd"):
             A = _assign(Xi, SN, ks, J, L)
@@ -187,23 +187,23 @@ def secure_silhouette_choice(out: KMeansOutput, ks: list[int], N: int, log: Comm
         cc = so.as_fixed(cc)
         D = x2_fixed.unsqueeze(1) - H[:Nr] * 2 + cc.unsqueeze(0)  # squared distances, N x K
         Dm = D + so.as_fixed(so.mul_public_int(A, torch.tensor(8 << so.FIXED_BITS)))  # own centre masked
-        J, L = ref.pair_layout(ks)
+        J, L = lay.pair_layout(ks)
         w = so.ltz(so.add_raw(Dm[:, J] - Dm[:, L], -1))  # [Dm_J <= Dm_L]
         Bm = so.onehot_from_pairs(w, Nr, ks, J, L)  # second-nearest (nearest other) centre
         As = A * cb[K:, 1].unsqueeze(0).expand(Nr, K)  # A_ij [n_f_j >= 2]: singletons drop out
         both = ct.cat([As, Bm], 0) * ct.cat([D, Dm], 0)
         gm = torch.zeros(K, len(ks), dtype=torch.long)
-        for g, (off, k) in enumerate(ref.group_layout(ks)):
+        for g, (off, k) in enumerate(lay.group_layout(ks)):
             gm[off : off + k, g] = 1
         ab = so.matmul_public_int(both, gm)  # 2N x G
         a, b = ab[:Nr], ab[Nr:]  # a_i is 0 for a row alone in its cluster
         shared = so.matmul_public_int(As, gm).sum(0)  # rows not alone, per group (int)
-        r = (b + ref.EPS_SIL).reciprocal()
+        r = (b + lay.EPS_SIL).reciprocal()
         # N * score = sum_i shared_i (1 - a_i / (b_i + eps)); s = -N * score
         s = (a * r).sum(0) - so.as_fixed(so.mul_public_int(shared, torch.tensor(1 << so.FIXED_BITS)))
     with log.phase("select_k"):
         G = len(ks)
-        Jg, Lg = ref.pair_layout([G])
+        Jg, Lg = lay.pair_layout([G])
         # argmax of score = argmin of s: J beats L iff s_J <= s_L, ties to the first group
         wg = so.ltz(so.add_raw(s[Jg] - s[Lg], -1)).unsqueeze(0)
         onehot = so.onehot_from_pairs(wg, 1, [G], Jg, Lg)
@@ -220,7 +220,7 @@ def select_group(A_all, cbits, onehot, ks: list[int], k: int, log: CommLog):
     can be hot). When a single group has that k its index is public (slicing is local);
     otherwise ``sum_g onehot_g * block_g`` over the groups of size k, one multiplication round.
     """
-    layout = ref.group_layout(ks)
+    layout = lay.group_layout(ks)
     cand = [g for g, kk in enumerate(ks) if kk == k]
     if len(cand) == 1:
         off = layout[cand[0]][0]

@@ -2,7 +2,7 @@
 :mod:`mpc.secpc` compute under encryption (the test oracle and the "plaintext
 clustered FPP" baseline, SPEC §6).
 
-Shared conventions (public, identical in the secure code, which imports them from here):
+Shared conventions (public; both sides import them from :mod:`mpc.layout`):
 
 * **Input contract.** Rows ``x_i`` with ``||x_i|| <= 1`` (what :func:`mpc.projection.reduce_prompt`
   produces). Rows are quantised once, ``xq = round(x * 2^s)`` (int64), with ``s = quant_bits(N)``
@@ -42,95 +42,19 @@ Shared conventions (public, identical in the secure code, which imports them fro
   its cluster's value.
 """
 
+
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 
-EPS_SIL = 2.0**-8  # keeps the silhouette ratio finite when a point sits on two centres
-RING_BITS_BUDGET = 62  # intermediates are kept below 2^62 (the ring is signed 64-bit)
-
-
-def quant_bits(n_rows: int, max_bits: int = 16, min_bits: int = 8) -> int:
-    """Fractional bits for the inputs so the largest comparison operand stays below 2^62.
-
-    The operand is ``f = e_j n_l^2 - e_l n_j^2`` with ``|e| <= 3 N^2 2^(2s)`` and ``n <= N``, so
-    ``|f| <= 6 N^4 2^(2s)``: 16 bits for N <= 115, 15 to 163, 14 to 231, 13 to 327, 12 to 462,
-    11 to 654, 10 to 925, 9 to 1,308, 8 (the minimum accepted) to 1,850; N >= 1,851 is refused.
-    """
-    if n_rows < 1:
-        raise ValueError("need at least one row")
-    s = math.floor((RING_BITS_BUDGET - math.log2(6.0 * float(n_rows) ** 4)) / 2)
-    s = min(max_bits, s)
-    if s < min_bits:
-        raise ValueError(f"N={n_rows} rows is too many for the 64-bit ring (needs < {min_bits} fractional bits)")
-    return s
-
-
-def quantize(x: torch.Tensor, bits: int) -> torch.Tensor:
-    """``round(x * 2^bits)`` as int64; rows must have norm <= 1 (checked)."""
-    x = torch.as_tensor(x)
-    if x.numel() and float(x.double().norm(dim=-1).max()) > 1.0 + 1e-6:
-        raise ValueError("SecPC rows must have Euclidean norm <= 1 (normalise them first)")
-    return torch.round(x.double() * (2.0**bits)).long()
-
-
-RESTART_STRIDE = 1_000_003  # seed offset between restarts of the same k (restart 0 = no offset)
-
-
-def initial_rows(ks: list[int], n_rows: int, seed: int) -> torch.Tensor:
-    """Public, data-independent row indices of the initial centres, group after group.
-
-    The r-th group with a given k (a restart) draws from its own seeded permutation."""
-    idx, seen = [], {}
-    for k in ks:
-        if k > n_rows:
-            raise ValueError(f"cannot start {k} centres from {n_rows} rows")
-        r = seen.get(k, 0)
-        seen[k] = r + 1
-        gen = torch.Generator().manual_seed(int(seed) * 1000 + int(k) + RESTART_STRIDE * r)
-        idx.append(torch.randperm(n_rows, generator=gen)[:k])
-    return torch.cat(idx)
+from mpc.layout import EPS_SIL, SecPCConfig, candidate_groups, group_layout, initial_rows, pair_layout, quant_bits, quantize
 
 
 def initial_centres(k: int, X: torch.Tensor, seed: int) -> torch.Tensor:
     """The plaintext initial centres for one k (for scikit-learn and the naive baseline)."""
     return torch.as_tensor(X)[initial_rows([k], len(X), seed)]
-
-
-def candidate_ks(k_min: int, k_max: int) -> list[int]:
-    if not 1 <= k_min <= k_max:
-        raise ValueError(f"need 1 <= k_min <= k_max, got {k_min}, {k_max}")
-    return list(range(k_min, k_max + 1))
-
-
-def candidate_groups(k_min: int, k_max: int, restarts: int = 1) -> list[int]:
-    """The k of every column group: each candidate k ``restarts`` times, k-major."""
-    if restarts < 1:
-        raise ValueError(f"need restarts >= 1, got {restarts}")
-    return [k for k in candidate_ks(k_min, k_max) for _ in range(restarts)]
-
-
-def group_layout(ks: list[int]) -> list[tuple[int, int]]:
-    """(offset, k) of each candidate's column block."""
-    out, off = [], 0
-    for k in ks:
-        out.append((off, k))
-        off += k
-    return out
-
-
-def pair_layout(ks: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Global column indices (J, L), J < L, of every unordered pair inside a candidate group."""
-    J, L = [], []
-    for off, k in group_layout(ks):
-        for j in range(k):
-            for l in range(j + 1, k):
-                J.append(off + j)
-                L.append(off + l)
-    return torch.tensor(J, dtype=torch.long), torch.tensor(L, dtype=torch.long)
 
 
 def initial_state(ks: list[int], xq: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -225,26 +149,23 @@ class ReferenceResult:
 def secpc_reference(
     X: torch.Tensor,
     P: torch.Tensor | None,
-    k_range: tuple[int, int],
-    iters: int,
-    seed: int,
-    min_cluster_size: int = 3,
-    bits: int | None = None,
+    config: SecPCConfig,
     warm_state: tuple[torch.Tensor, torch.Tensor] | None = None,
-    restarts: int = 1,
+    bits: int | None = None,
 ) -> ReferenceResult:
-    """The whole SecPC round in plaintext: cluster ``X``, pick k, aggregate ``P``."""
-    ks = candidate_groups(*k_range, restarts)
+    """The whole SecPC round in plaintext, with the same public parameters as the secure one:
+    cluster ``X``, pick k, aggregate ``P``."""
+    ks = candidate_groups(config.k_min, config.k_max, config.restarts)
     N, m = X.shape
     bits = quant_bits(N) if bits is None else bits
     xq = quantize(X, bits)
-    S0, n0 = warm_state if warm_state is not None else initial_state(ks, xq, seed)
-    S, n, A = lloyd_int(xq, S0, n0, ks, iters)
+    S0, n0 = warm_state if warm_state is not None else initial_state(ks, xq, config.seed)
+    S, n, A = lloyd_int(xq, S0, n0, ks, config.iters)
     scores, g = None, 0
     if len(ks) > 1:
         scores = silhouette_scores(xq, S, n, A, ks, bits)
         g = choose_group(scores)
     off, k = group_layout(ks)[g]
     Ak = A[:, off : off + k]
-    rows = aggregate(P, Ak, min_cluster_size) if P is not None else None
+    rows = aggregate(P, Ak, config.min_cluster_size) if P is not None else None
     return ReferenceResult(rows, k, Ak.argmax(1), scores, S, n, g)

@@ -17,14 +17,14 @@ from dataclasses import dataclass, field
 
 import torch
 
-from mpc import reference as ref
+from mpc import layout as lay
 from mpc import secure_ops as so
 from mpc.aggregation import secure_aggregate
 from mpc.clustering import INV_BITS, SecureState, secure_kmeans, secure_silhouette_choice, select_group
 from mpc.compat import import_crypten
+from mpc.layout import SecPCConfig
 from mpc.stats import CommLog
 
-SAFE_MIN_CLUSTER = 3  # below this a cluster mean hands a member the other member's prompt
 TRUNCATION_MARGIN_BITS = 8  # headroom under the ring budget (CrypTen's truncation errs w.p. ~|x|/2^63)
 
 
@@ -36,33 +36,11 @@ def max_prompt_abs(n_rows: int) -> float:
     of headroom keep CrypTen's probabilistic truncation error (probability ~|x| / 2^63) rare.
     ``B = 2^18 / N``: 29,127 for 9 rows, 262 for 1,000 (learned prompt entries are ~0.01-1).
     """
-    return 2.0 ** (ref.RING_BITS_BUDGET - so.FIXED_BITS - INV_BITS - TRUNCATION_MARGIN_BITS) / n_rows
+    return 2.0 ** (lay.RING_BITS_BUDGET - so.FIXED_BITS - INV_BITS - TRUNCATION_MARGIN_BITS) / n_rows
 
 
 class InputError(ValueError):
     """Some party's SecPC inputs are malformed; raised at *every* party, before any sharing."""
-
-
-@dataclass(frozen=True)
-class SecPCConfig:
-    """Public parameters of a round; defaults equal the launcher's config schema (``mpc.*``)."""
-
-    k_min: int = 2
-    k_max: int = 4
-    iters: int = 10
-    seed: int = 0
-    min_cluster_size: int = SAFE_MIN_CLUSTER
-    reveal_own_assignment: bool = False  # evaluation only (ARI); written into results when on
-    restarts: int = 4  # Forgy draws per candidate k (the best silhouette wins, see mpc.reference)
-    allow_insecure: bool = False  # clusters smaller than 3, or 2 clients: a member reads another's prompt
-
-    def __post_init__(self) -> None:
-        if self.min_cluster_size < SAFE_MIN_CLUSTER and not self.allow_insecure:
-            raise ValueError(
-                f"min_cluster_size={self.min_cluster_size} < {SAFE_MIN_CLUSTER} lets a cluster member "
-                "subtract its own prompt from the mean and read the others'; set allow_insecure=True "
-                "to run it anyway (tests, benchmarks)"
-            )
 
 
 @dataclass
@@ -140,7 +118,7 @@ def secpc_round(
         )
     check_inputs(rank, x_local, p_local, owners)
     log = CommLog()
-    ks = ref.candidate_groups(config.k_min, config.k_max, config.restarts)
+    ks = lay.candidate_groups(config.k_min, config.k_max, config.restarts)
     with log.phase("share"):
         F = so.share_rows(p_local.float(), owners, rank, None)
     out = secure_kmeans(x_local, owners, rank, ks, config.iters, config.seed, warm=warm, log=log)

@@ -98,7 +98,7 @@ def main(argv: list[str]) -> int:
     km = secure_kmeans(X[mine], owners, rank, [args.k], T, args.seed, log=log)
     sec_seconds = time.perf_counter() - t0
     labels = so.matmul_public_int(km.A, torch.arange(args.k)).get_plain_text().round().long()  # benchmark only
-    r_ = ref.secpc_reference(X, None, (args.k, args.k), T, args.seed)
+    r_ = ref.secpc_reference(X, None, SecPCConfig(args.k, args.k, T, args.seed, restarts=1))
     agreement = float((labels == r_.labels).double().mean())
     sec_stats = log.as_dict()
 
@@ -130,7 +130,7 @@ def main(argv: list[str]) -> int:
         t0 = time.perf_counter()
         res_ad = secpc_round(party, X[mine], P[mine], owners, SecPCConfig(args.k_min, args.k_max, T, args.seed, restarts=args.restarts))
         adaptive = dict(seconds=time.perf_counter() - t0, k=res_ad.k, stats=res_ad.stats)
-        r_ad = ref.secpc_reference(X, P, (args.k_min, args.k_max), T, args.seed, restarts=args.restarts)
+        r_ad = ref.secpc_reference(X, P, SecPCConfig(args.k_min, args.k_max, T, args.seed, restarts=args.restarts))
         adaptive["reference_k"] = r_ad.k
     payload = dict(sec=sec_stats, naive=naive.get("stats"), fixed=res_fixed.stats, adaptive=adaptive and adaptive["stats"])
     gathered = wire.gather(clients, payload, root=0)

@@ -174,10 +174,10 @@ def leak(variant: str, rank: int, X_own: torch.Tensor):
         def leaky_check(rank_, x_local, p_local, owners):
             import torch.distributed as dist
 
-            from mpc import reference as ref
+            from mpc import layout as lay
 
             check(rank_, x_local, p_local, owners)
-            buf = ref.quantize(X_own[:1], 16)
+            buf = lay.quantize(X_own[:1], 16)
             if rank_ == 0:
                 dist.send(buf, dst=1)
             elif rank_ == 1:

@@ -22,6 +22,7 @@ import pytest
 import torch
 from sklearn.cluster import KMeans
 
+from mpc import layout as lay
 from mpc import reference as ref
 from mpc.secpc import SecPCConfig
 from mpc.runtime import PartySpec, run_parties
@@ -51,14 +52,14 @@ def sklearn_labels(X, k, iters, seed):
 
 
 def check_case(A, X, owners, ks, iters, seed, compare_sklearn=True):
-    bits = ref.quant_bits(len(owners))
-    S0, n0 = ref.initial_state(ks, ref.quantize(X, bits), seed)
-    _, n_fin, A_ref = ref.lloyd_int(ref.quantize(X, bits), S0, n0, ks, iters)
+    bits = lay.quant_bits(len(owners))
+    S0, n0 = ref.initial_state(ks, lay.quantize(X, bits), seed)
+    _, n_fin, A_ref = ref.lloyd_int(lay.quantize(X, bits), S0, n0, ks, iters)
     np.testing.assert_array_equal(A, A_ref.numpy())
     assert (A.reshape(len(owners), -1).sum(1) == len(ks)).all()  # one hot column per group
     if compare_sklearn and len(ks) == 1:
         # sklearn relocates empty clusters, SecPC keeps their centre: compare only where none empties
-        xq, S, n = ref.quantize(X, bits), S0, n0
+        xq, S, n = lay.quantize(X, bits), S0, n0
         for _ in range(iters + 1):
             A_t = ref.assign_int(xq, S, n, ks)
             assert (A_t.sum(0) > 0).all(), "test data must not empty a cluster for the sklearn oracle"
@@ -103,13 +104,13 @@ def test_three_parties_oracles_aggregation_adaptive_privacy_outputs():
     for A, (X, ow, ks, iters, seed) in zip(labels, cases):
         check_case(A, X, ow, ks, iters, seed, compare_sklearn=(X is not X4 and X is not X5))
     # the empty-cluster case really had an empty cluster
-    bits = ref.quant_bits(20)
-    S0, n0 = ref.initial_state([5], ref.quantize(X4, bits), 0)
-    A4 = ref.assign_int(ref.quantize(X4, bits), S0, n0, [5])
+    bits = lay.quant_bits(20)
+    S0, n0 = ref.initial_state([5], lay.quantize(X4, bits), 0)
+    A4 = ref.assign_int(lay.quantize(X4, bits), S0, n0, [5])
     assert (A4.sum(0) == 0).any()
 
     for ci, cfg in enumerate(configs):
-        rr = ref.secpc_reference(Xb, P, (cfg.k_min, cfg.k_max), cfg.iters, cfg.seed, cfg.min_cluster_size)
+        rr = ref.secpc_reference(Xb, P, cfg)
         for p in range(3):
             got = out[p][1][ci]
             mine = [i for i, o in enumerate(owners) if o == p]
@@ -125,7 +126,7 @@ def test_three_parties_oracles_aggregation_adaptive_privacy_outputs():
     # adaptive k recovers the 3 blobs; clusters equal the truth up to relabelling. The secure
     # choice equals the reference's (asserted above); how often the *method* recovers the true
     # k over many data sets is measured in test_adaptive_k_recovery_rate.
-    rr = ref.secpc_reference(Xb, P, (2, 6), 10, 0)
+    rr = ref.secpc_reference(Xb, P, SecPCConfig(2, 6, 10, 0, restarts=1))
     assert rr.k == 3
     from sklearn.metrics import adjusted_rand_score
 
@@ -135,7 +136,7 @@ def test_three_parties_oracles_aggregation_adaptive_privacy_outputs():
     np.testing.assert_allclose(small, np.repeat(P.double().mean(0, keepdim=True).numpy(), len(small), 0), atol=AGG_TOL)
     # normal case: cluster means
     normal = out[0][1][2]["rows"]
-    rr3 = ref.secpc_reference(Xb, P, (3, 3), 4, 0)
+    rr3 = ref.secpc_reference(Xb, P, SecPCConfig(3, 3, 4, 0, restarts=1))
     lab3 = rr3.labels
     for r, i in enumerate([i for i, o in enumerate(owners) if o == 0]):
         np.testing.assert_allclose(normal[r], P[lab3 == lab3[i]].double().mean(0).numpy(), atol=AGG_TOL)
@@ -156,7 +157,7 @@ def test_two_and_four_parties(n_clients, dealer):
     out = run_parties(_both, PartySpec(n_clients, dealer=dealer), cases, X, P, owners, cfg)
     for A, (Xc, ow, ks, iters, seed) in zip(out[0][0], cases):
         check_case(A, Xc, ow, ks, iters, seed)
-    rr = ref.secpc_reference(X, P, (2, 4), 3, 1)
+    rr = ref.secpc_reference(X, P, cfg[0])
     for p in range(n_clients):
         got = out[p][1][0]
         assert got["k"] == rr.k
@@ -206,7 +207,7 @@ def test_adaptive_k_recovery_rate():
             for m in (8, 16, 64):
                 for seed in range(6):
                     X, _ = blobs(36, m, k, seed, 0.15)
-                    hits += ref.secpc_reference(X, None, (2, 6), 10, seed, restarts=restarts).k == k
+                    hits += ref.secpc_reference(X, None, SecPCConfig(2, 6, 10, seed, restarts=restarts)).k == k
             found[restarts, k] = hits
     assert found[1, 2] == 18 and found[1, 3] >= 12
     assert found[4, 2] == 18 and found[4, 3] == 18 and found[4, 4] >= 16
@@ -215,17 +216,17 @@ def test_adaptive_k_recovery_rate():
 
 def test_restart_groups_and_singleton_rule():
     # restart 0 of every k draws exactly what a single draw does (old runs stay reproducible)
-    assert ref.candidate_groups(2, 4, 3) == [2, 2, 2, 3, 3, 3, 4, 4, 4]
-    one = ref.initial_rows([2, 3], 20, 7)
-    many = ref.initial_rows(ref.candidate_groups(2, 3, 2), 20, 7)
+    assert lay.candidate_groups(2, 4, 3) == [2, 2, 2, 3, 3, 3, 4, 4, 4]
+    one = lay.initial_rows([2, 3], 20, 7)
+    many = lay.initial_rows(lay.candidate_groups(2, 3, 2), 20, 7)
     assert torch.equal(many[:2], one[:2]) and torch.equal(many[4:7], one[2:5])
     assert not torch.equal(many[:2], many[2:4])  # the second draw differs
     with pytest.raises(ValueError):
-        ref.candidate_groups(2, 3, 0)
+        lay.candidate_groups(2, 3, 0)
     # a row alone in its cluster scores 0, not 1: splitting a true cluster is not rewarded
     X, _ = blobs(9, 8, 3, 0, 0.05)
     bits = 16
-    xq = ref.quantize(X, bits)
+    xq = lay.quantize(X, bits)
     lab_true = torch.arange(9) % 3
     lab_split = lab_true.clone()
     lab_split[0] = 3  # row 0 alone
@@ -242,7 +243,7 @@ def test_restart_groups_and_singleton_rule():
     d = ((xf.unsqueeze(1) - C.unsqueeze(0)) ** 2).sum(-1)
     a = d[torch.arange(9), lab_split]
     b = (d + 8.0 * A).min(1).values
-    manual = (1 - a / (b + ref.EPS_SIL))
+    manual = (1 - a / (b + lay.EPS_SIL))
     manual[0] = 0.0
     assert abs(scores[1] - float(manual.mean())) < 1e-4
 
@@ -263,14 +264,14 @@ def test_restarts_pick_the_true_partition_under_encryption():
     X, lab = blobs(9, 16, 3, 2, 0.9)
     P = torch.randn(9, 5, generator=torch.Generator().manual_seed(1))
     owners = [i % 3 for i in range(9)]
-    assert ref.secpc_reference(X, P, (2, 4), 10, 0, 2).k == 2  # one draw: wrong k
+    assert ref.secpc_reference(X, P, SecPCConfig(2, 4, 10, 0, 2, restarts=1, allow_insecure=True)).k == 2  # one draw: wrong k
     cfgs = [
         SecPCConfig(2, 4, iters=10, seed=0, min_cluster_size=2, reveal_own_assignment=True, restarts=4, allow_insecure=True),
         SecPCConfig(3, 3, iters=5, seed=0, min_cluster_size=2, reveal_own_assignment=True, restarts=3, allow_insecure=True),
     ]
     out = run_parties(jobs.rounds, PartySpec(3), X, P, owners, cfgs)
     for ci, cfg in enumerate(cfgs):
-        rr = ref.secpc_reference(X, P, (cfg.k_min, cfg.k_max), cfg.iters, 0, 2, restarts=cfg.restarts)
+        rr = ref.secpc_reference(X, P, cfg)
         assert rr.k == 3 and adjusted_rand_score(lab.numpy(), rr.labels.numpy()) == 1.0
         secure = np.zeros(9, dtype=np.int64)
         for p in range(3):
