@@ -22,10 +22,9 @@ from typing import Any
 
 from launcher.config import ConfigError, load_config
 from launcher.ranks import world_size
-from launcher.secure import uses_mpc
+from launcher import methods
 
-DP_METHODS = ("dpfedavg", "dpfpl")  # run once per --epsilons value
-DEFAULT_METHODS = "secfpp,clustered,promptfl,local,zeroshot,dpfedavg,dpfpl"
+DEFAULT_METHODS = ",".join(methods.METHODS)
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
@@ -42,7 +41,7 @@ def _parse(argv: list[str]) -> argparse.Namespace:
 
 def _command(method: str, n: int, args: list[str]) -> list[str]:
     base = [sys.executable, "-m", "launcher", "run", *args]
-    if not uses_mpc(method):
+    if not methods.get(method).uses_mpc:
         return base
     mpirun = shutil.which("mpirun", path=os.path.dirname(sys.executable)) or shutil.which("mpirun")
     if mpirun is None:
@@ -54,7 +53,7 @@ def _command(method: str, n: int, args: list[str]) -> list[str]:
 def _jobs(a: argparse.Namespace) -> list[dict[str, Any]]:
     jobs = []
     for method in [m.strip() for m in a.methods.split(",") if m.strip()]:
-        eps_list = [float(e) for e in a.epsilons.split(",")] if method in DP_METHODS else [None]
+        eps_list = [float(e) for e in a.epsilons.split(",")] if methods.get(method).dp else [None]
         for seed in [int(s) for s in a.seeds.split(",")]:
             for eps in eps_list:
                 jobs.append({"method": method, "seed": seed, "epsilon": eps})
@@ -77,7 +76,7 @@ def _aggregate(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "acc_mean": statistics.fmean(per_client),
             "acc_std": statistics.pstdev(per_client),
             "acc_std_over_seeds": statistics.pstdev(per_seed) if len(per_seed) > 1 else 0.0,
-            "epsilon_heuristic": any(r["summary"].get("epsilon_heuristic", False) for r in runs),
+            "epsilon_heuristic": methods.get(method).heuristic_epsilon,
         }
         mpc = [r["summary"]["mpc_over_local"] for r in runs if "mpc_over_local" in r["summary"]]
         if mpc:

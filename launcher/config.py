@@ -15,7 +15,8 @@ from typing import Any
 
 import yaml
 
-METHODS = ("secfpp", "clustered", "promptfl", "local", "zeroshot", "dpfedavg", "dpfpl")
+from launcher.methods import METHODS
+
 DATASETS = ("digits", "office_caltech10", "domainnet", "cifar10", "cifar100", "imagefolder")
 
 

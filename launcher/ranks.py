@@ -9,9 +9,9 @@ from launcher.config import ConfigError, load_config
 
 
 def world_size(method: str, n_clients: int, dealer: str) -> int:
-    from launcher.secure import uses_mpc
+    from launcher.methods import get
 
-    return n_clients + (1 if uses_mpc(method) and dealer == "ttp" else 0)
+    return n_clients + (1 if get(method).uses_mpc and dealer == "ttp" else 0)
 
 
 def main(argv: list[str]) -> int:

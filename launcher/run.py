@@ -36,7 +36,8 @@ import torch
 from launcher import faults
 from launcher.config import Config, ConfigError, from_dict, load_config
 from launcher.rundir import CheckpointError, RunDir, config_hash
-from launcher.strategies import RoundInput, Strategy, make_strategy
+from launcher.methods import get as get_method, make_strategy
+from launcher.strategies import RoundInput, Strategy
 from launcher.world import World, launched_by_mpi
 
 log = logging.getLogger("launcher")
@@ -255,7 +256,7 @@ def run(cfg: Config, world: World, run_dir: Path | None = None, resume: bool = F
     """Run (or resume) one experiment on this rank; rank 0 returns the summary."""
     from launcher import report, secure
 
-    uses_mpc = secure.uses_mpc(cfg.method)
+    uses_mpc = get_method(cfg.method).uses_mpc
     n_client_ranks = client_ranks_for(cfg, world, uses_mpc)
     faults.set_peers(world.allgather(list(faults.me())), _roles(max(world.size, 1), n_client_ranks, cfg.n_clients))
     clients_world = world.split_clients(n_client_ranks)
@@ -285,7 +286,7 @@ def run(cfg: Config, world: World, run_dir: Path | None = None, resume: bool = F
 
         stats.phase_listeners.append(faults.enter_step)  # SecPC's steps name the phase in failure reports
         faults.enter("join" if is_client else "dealer")
-    party = secure.start_party(cfg, world) if uses_mpc else None
+    party = secure.join_party_world(cfg, world) if uses_mpc else None
     if party is not None and party.is_dealer:
         return None  # the TTP dealer served until the clients shut down
     assert local is not None and rd is not None

@@ -19,14 +19,7 @@ from launcher.config import Config
 from launcher.strategies import RoundInput, RoundOutput, Strategy
 from launcher.world import World
 
-MPC_METHODS = ("secfpp",)
-
-
-def uses_mpc(method: str) -> bool:
-    return method in MPC_METHODS
-
-
-def start_party(cfg: Config, world: World) -> Any:
+def join_party_world(cfg: Config, world: World) -> Any:
     """Join the CrypTen party world (collective over every MPI rank, dealer included)."""
     from mpc.runtime import PartySpec, init_from_mpi
 
@@ -62,7 +55,7 @@ class _ClusterFeatures:
       The accumulated updates keep only what the client's own data said, averaging SGD noise
       out over rounds. A client's drift is a function of its own prompts only, shared as
       secretly as the prompt; nothing more is revealed.
-    * ``prompt``: ``D_i`` itself, SPEC §4 step 1 literally.
+    * ``prompt``: ``D_i`` itself, as the SecFPP paper clusters it.
 
     Either way the rows are reduced as ``normalise(R vec(f_i))`` and the *prompts* are what
     gets averaged. State (the installed prompt and the drift per local client) is checkpointed.

@@ -11,11 +11,11 @@ only what differs between methods: what is trained, how, and how domain prompts 
 * ``local``     - CoOp trained locally, nothing shared.
 * ``zeroshot``  - CLIP with hand-written prompts, nothing trained.
 * ``dpfedavg``  - FedAvg of the domain prompt with clipped, Gaussian-noised updates and an
-                  (epsilon, delta) accountant (:mod:`launcher.dp`).
+                  (epsilon, delta) accountant (:mod:`launcher.dp_strategies`).
 * ``dpfpl``     - DP-FPL as its public code does it: clients train in lockstep on one shared
                   prompt fed a clipped, noised mean gradient every step, and a low-rank +
                   residual local prompt with locally noised factor gradients; its epsilon is
-                  a heuristic with no accountant (:mod:`launcher.dp`).
+                  a heuristic with no accountant (:mod:`launcher.dp_strategies`).
 """
 
 from __future__ import annotations
@@ -83,10 +83,6 @@ class Strategy:
         if not self.class_prompt:
             learner.class_ctx.requires_grad_(False)
 
-    def grad_hook(self, cid: int) -> Any:
-        """Optional per-step gradient transform for :meth:`train_round`'s default local training."""
-        return None
-
     def train_round(self, clients: Sequence[TrainableClient], round_idx: int) -> float:
         """Train this process's clients for one round; returns the seconds it took.
 
@@ -111,7 +107,6 @@ class Strategy:
                     optimizer=cfg.train.optimizer,
                     balanced=cfg.train.balanced,
                     seed=client_seed(cfg.seed, round_idx, c.cid),
-                    grad_hook=self.grad_hook(c.cid),
                 )
         return time.perf_counter() - t0
 
@@ -158,24 +153,3 @@ class PromptFL(Strategy):
         w = torch.tensor([float(weights[i]) for i in ids])
         mean = (torch.stack([prompts[i] for i in ids]) * (w / w.sum()).view(-1, 1, 1)).sum(0)
         return RoundOutput({cid: mean.clone() for cid in inp.prompts})
-
-
-def make_strategy(cfg: Config, world: World, party: Any = None) -> Strategy:
-    from launcher import dp, secure
-
-    table: dict[str, type[Strategy]] = {
-        cls.name: cls
-        for cls in (
-            ZeroShot,
-            LocalOnly,
-            PromptFL,
-            secure.PlaintextClustered,
-            secure.SecFPP,
-            dp.DPFedAvg,
-            dp.DPFPL,
-        )
-    }
-    cls = table[cfg.method]
-    if cls.uses_mpc:
-        return cls(cfg, world, party)  # type: ignore[call-arg]
-    return cls(cfg, world)

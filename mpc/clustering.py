@@ -1,4 +1,4 @@
-"""SecPC: secure Lloyd k-means and adaptive k on CrypTen encrypted tensors (SPEC §4 steps 2-4).
+"""SecPC: secure Lloyd k-means and adaptive k on CrypTen encrypted tensors.
 
 The maths is exactly :mod:`mpc.reference` (read its docstring for the conventions). Under
 encryption:

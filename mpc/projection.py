@@ -1,4 +1,4 @@
-"""Local, plaintext reduction of a domain prompt to the vector SecPC clusters (SPEC §4 step 1).
+"""Local, plaintext reduction of a domain prompt to the vector SecPC clusters.
 
 ``x = normalise(R · vec(D - D_init))`` with ``R`` a public, seeded Gaussian ``m x (M*width)``
 matrix, identical at every party. A prompt that has not moved (``D == D_init``) maps to the

@@ -1,6 +1,6 @@
 """Plaintext reference of SecPC: exactly the maths :mod:`mpc.clustering` and
 :mod:`mpc.secpc` compute under encryption (the test oracle and the "plaintext
-clustered FPP" baseline, SPEC §6).
+clustered FPP" baseline).
 
 Shared conventions (public; both sides import them from :mod:`mpc.layout`):
 

@@ -16,7 +16,7 @@ from mpc.compat import import_crypten
 FIXED_BITS = 16  # CrypTen's default fixed-point precision
 
 
-def crypten():
+def _crypten():
     return import_crypten()
 
 
@@ -27,7 +27,7 @@ def share_rows(x_local: torch.Tensor, owners: list[int], rank: int, precision: i
     rows in global order. Every owner shares its block (PRZS: no communication), blocks are
     concatenated and permuted into global row order (local on shares).
     """
-    ct = crypten()
+    ct = _crypten()
     owners = [int(o) for o in owners]
     n_local = sum(1 for o in owners if o == rank)
     if x_local.dim() != 2 or x_local.shape[0] != n_local:
@@ -118,7 +118,7 @@ def prod_tree(x, dim: int):
         hi = x[..., half : 2 * half]
         prod = lo * hi
         if size % 2:
-            prod = crypten().cat([prod, x[..., 2 * half :]], dim=-1)
+            prod = _crypten().cat([prod, x[..., 2 * half :]], dim=-1)
         x = prod
     x = x.squeeze(-1)
     return x
@@ -144,7 +144,7 @@ def onehot_from_pairs(w, n_rows: int, ks: list[int], J: torch.Tensor, L: torch.T
         lin[p, l * D + slot[l]] = -1  # 1 - w
         slot[l] += 1
     if len(J) == 0:
-        ct = crypten()
+        ct = _crypten()
         return ct.cryptensor(torch.ones(n_rows, K, dtype=torch.long), src=0, precision=0)
     B = matmul_public_int(as_int(w), lin)
     if B._tensor.rank == 0:
@@ -182,7 +182,7 @@ def reveal_to_owners(x, owners: list[int], rank: int) -> torch.Tensor:
     """
     import torch.distributed as dist
 
-    comm = crypten().communicator.get()
+    comm = _crypten().communicator.get()
     group = comm.main_group
     share = x.share
     rows_of: dict[int, list[int]] = {}
@@ -204,7 +204,7 @@ def reveal_to_owners(x, owners: list[int], rank: int) -> torch.Tensor:
             n_elem += buf.numel()
     for r in reqs:
         r.wait()
-    if comm.get_world_size() > 1 and crypten().cfg.communicator.verbose:
+    if comm.get_world_size() > 1 and _crypten().cfg.communicator.verbose:
         comm._log_communication(n_elem)  # one round, bytes sent + received
     total = share[mine].clone()
     for buf in received:

@@ -135,10 +135,6 @@ def compute_features(backbone: Backbone, images: Images, n_views: int = 1, seed:
     return feats
 
 
-def clear_memory_cache() -> None:
-    _MEMORY.clear()
-
-
 class OnTheFlyFeatures:
     """Re-encodes the requested images at every step: the no-cache baseline (and for unfrozen encoders).
 

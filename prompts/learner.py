@@ -1,4 +1,4 @@
-"""Hierarchical CoOp prompt learner on a frozen open_clip text encoder (SPEC §5).
+"""Hierarchical CoOp prompt learner on a frozen open_clip text encoder.
 
 Why: SecFPP personalises only prompts. The context for class ``c`` is ``D + L[c]``: ``D`` (domain prompt,
 M x width) is what the MPC layer clusters and averages; ``L`` (class prompt, C x M x width, or 1 x M x width
@@ -98,13 +98,6 @@ class PromptLearner(nn.Module):
 
     def get_class_prompt(self) -> torch.Tensor:
         return self.class_ctx.detach().cpu().clone()
-
-    def set_class_prompt(self, prompt: torch.Tensor) -> None:
-        prompt = torch.as_tensor(prompt)
-        if tuple(prompt.shape) != tuple(self.class_ctx.shape):
-            raise ValueError(f"class prompt must have shape {tuple(self.class_ctx.shape)}, got {tuple(prompt.shape)}")
-        with torch.no_grad():
-            self.class_ctx.copy_(prompt.to(self.class_ctx))
 
     # ---- forward ----
     def context(self) -> torch.Tensor:

@@ -133,12 +133,6 @@ def ensure_pretrained(seed: int = 0, force: bool = False, progress: bool = True)
     return path
 
 
-def pretraining_info(seed: int = 0) -> dict:
-    """What the pretraining run recorded (seconds, zero-shot accuracies), or {} if not cached."""
-    p = info_path(seed)
-    return json.loads(p.read_text()) if p.is_file() else {}
-
-
 def _class_tokens(tokenizer, template: str) -> torch.Tensor:
     return tokenizer([template.format(c) for c in digits.CLASSNAMES])
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Callable, Protocol, Union
+from typing import Protocol, Union
 
 import torch
 import torch.nn.functional as F
@@ -152,14 +152,11 @@ class BatchStepper:
 def train_local(learner: PromptLearner, features: Features, labels: torch.Tensor, epochs: int = 1,
                 lr: float = 0.02, batch_size: int = 32, optimizer: str = "sgd", seed: int = 0,
                 device: str | torch.device | None = None, momentum: float = 0.9, weight_decay: float = 0.0,
-                max_steps: int | None = None,
-                grad_hook: Callable[[list[torch.nn.Parameter]], None] | None = None,
-                balanced: bool = False) -> dict:
+                max_steps: int | None = None, balanced: bool = False) -> dict:
     """Train ``learner.domain_ctx`` and ``learner.class_ctx`` with cross-entropy for ``epochs`` epochs.
 
     ``features``: cached (N, E) / (N, V, E) features (a random view per sample and step when V > 1) or a
-    source with ``batch(index, views)``. ``grad_hook(params)``, if given, runs after every backward and
-    may rewrite ``p.grad`` in place (DP baselines clip and add noise there). ``balanced`` weighs
+    source with ``batch(index, views)``. ``balanced`` weighs
     the loss by inverse class frequency, so the update of the shared prompt carries the client's
     domain rather than its label prior (label skew would otherwise dominate what SecPC clusters).
     ``max_steps`` stops early. One :class:`BatchStepper` run for ``epochs`` full epochs. Returns
@@ -178,8 +175,6 @@ def train_local(learner: PromptLearner, features: Features, labels: torch.Tensor
             if max_steps is not None and steps >= max_steps:
                 break
             loss = stepper.backward()
-            if grad_hook is not None:
-                grad_hook(stepper.params)
             stepper.step()
             total += loss * stepper.batch_len
             count += stepper.batch_len

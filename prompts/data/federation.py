@@ -140,12 +140,12 @@ def build_federation(ds, clients_per_domain: int = 2, alpha: float = 0.5, seed: 
                                 min_samples=min_samples, test_fraction=test_fraction))
 
 
-def digits_dataset(n_domains: int = 3, domains: Sequence[str | int] | None = None, disjoint_domains: bool = False,
-                   pretrain_fraction: float = 0.4, seed: int = 0) -> DomainDataset:
+def digits_dataset(n_domains: int = 3, domains: Sequence[str | int] | None = None,
+                   pretrain_fraction: float = 0.4) -> DomainDataset:
     """The offline digits in ``n_domains`` styles, on the scans *not* reserved for tiny-CLIP pretraining.
 
-    By default every held-out scan appears once per domain (more data per client); with
-    ``disjoint_domains=True`` each scan is drawn in exactly one domain (stratified, seeded).
+    Every held-out scan appears once per domain (more data per client); the images are drawn
+    lazily (:class:`RenderedDigits`), only for the clients a rank builds.
     """
     chosen = list(domains) if domains is not None else list(range(n_domains))
     if not chosen or len(chosen) > len(digits.DOMAIN_NAMES):
@@ -153,16 +153,7 @@ def digits_dataset(n_domains: int = 3, domains: Sequence[str | int] | None = Non
     style_ids = [digits.DOMAIN_NAMES.index(d) if isinstance(d, str) else int(d) for d in chosen]
     _, fed = digits.split_scans(pretrain_fraction, seed=0)
     _, all_labels = digits.load_scans()
-    if disjoint_domains:
-        rng = np.random.default_rng(seed)
-        per_domain = [[] for _ in style_ids]
-        for c in range(len(digits.CLASSNAMES)):
-            idx = rng.permutation(fed[all_labels[fed] == c])
-            for j, chunk in enumerate(np.array_split(idx, len(style_ids))):
-                per_domain[j].append(chunk)
-        scans = [np.sort(np.concatenate(p)) for p in per_domain]
-    else:
-        scans = [fed for _ in style_ids]
+    scans = [fed for _ in style_ids]
     images = RenderedDigits(scans, style_ids)
     labels = np.concatenate([all_labels[s] for s in scans])
     doms = np.concatenate([np.full(len(s), j) for j, s in enumerate(scans)])
@@ -172,11 +163,11 @@ def digits_dataset(n_domains: int = 3, domains: Sequence[str | int] | None = Non
 
 def digits_federation(n_domains: int = 3, clients_per_domain: int = 2, alpha: float = 0.5, seed: int = 0,
                       min_samples: int = 20, test_fraction: float = 0.25, domains: Sequence[str | int] | None = None,
-                      disjoint_domains: bool = False, only: Sequence[int] | None = None) -> Federation:
+                      only: Sequence[int] | None = None) -> Federation:
     """The offline default federation: digits x styles, ``n_domains * clients_per_domain`` clients."""
-    ds = digits_dataset(n_domains, domains, disjoint_domains, seed=seed)
+    ds = digits_dataset(n_domains, domains)
     fed = build_federation(ds, clients_per_domain, alpha, seed, min_samples, test_fraction, only=only)
-    fed.meta.update(dataset="digits", disjoint_domains=disjoint_domains)
+    fed.meta.update(dataset="digits")
     return fed
 
 

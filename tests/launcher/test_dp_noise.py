@@ -5,10 +5,10 @@ from __future__ import annotations
 import torch
 
 from launcher.config import load_config
-from launcher.dp import DPFedAvg, DPFPL
+from launcher.dp_strategies import DPFedAvg, DPFPL
 from launcher.strategies import RoundInput
 from launcher.world import World
-from prompts import dp
+from prompts import dp_mechanisms as dp
 
 
 def _std_close(t: torch.Tensor, want: float, rel: float = 0.05) -> bool:

@@ -17,9 +17,11 @@ import pytest
 import torch
 
 from launcher.config import load_config
-from launcher.dp import DPFPL
+from launcher.dp_strategies import DPFPL
 from launcher.run import build_clients
-from launcher.strategies import RoundInput, make_strategy
+from launcher.methods import make_strategy
+from launcher.rundir import RunDir, config_hash
+from launcher.strategies import RoundInput
 from launcher.world import World
 from prompts import training
 
@@ -114,13 +116,13 @@ def test_mpirun_ranks_share_the_prompt_and_match_one_process(tmp_path):
                             cwd=ROOT, capture_output=True, text=True, timeout=240)
     assert single.returncode == 0, single.stderr[-3000:]
 
-    def shards(run: str) -> dict[int, dict]:
-        out = {}
-        for f in sorted((tmp_path / run / "checkpoints" / "round-0001").glob("rank-*.pt")):
-            out.update(torch.load(f, weights_only=False)["clients"])
+    def shards(run: str, n_ranks: int) -> dict[int, dict]:
+        rd, out = RunDir(tmp_path / run), {}
+        for rank in range(n_ranks):
+            out.update(rd.load_shard(1, rank, config_hash(rd.read_config()), n_ranks)["clients"])
         return out
 
-    mpi, one = shards("mpi"), shards("one")
+    mpi, one = shards("mpi", 3), shards("one", 1)
     assert sorted(mpi) == sorted(one) == [0, 1, 2]
     assert all(torch.equal(mpi[i]["domain_ctx"], mpi[0]["domain_ctx"]) for i in mpi)  # same noise on every rank
     for i in mpi:  # the same computation, split over processes (float rounding of thread counts aside)

@@ -19,7 +19,7 @@ Two recipes, deliberately kept apart because only one of them is a DP guarantee:
 
 The DP-FPL local-prompt maths (:func:`factorise`, :func:`lowrank_grads`,
 :func:`full_grad`) are pure functions over a batch of ``(M, W)`` prompts, so they can be
-tested against hand computations; :class:`launcher.dp.DPFPL` drives them.
+tested against hand computations; :class:`launcher.dp_strategies.DPFPL` drives them.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""DP baselines as strategies (mechanisms and accounting live in :mod:`prompts.dp`).
+"""DP baselines as strategies (mechanisms and accounting live in :mod:`prompts.dp_mechanisms`).
 
 * :class:`DPFedAvg` - client-level DP at the aggregator, calibrated by an accountant.
 * :class:`DPFPL` - DP-FPL as its public code does it (per-step lockstep training); its
@@ -15,9 +15,10 @@ import numpy as np
 import torch
 
 from launcher.config import Config
+from launcher.methods import get as get_method
 from launcher.strategies import RoundInput, RoundOutput, Strategy, TrainableClient, client_seed, reseed_augmentation
 from launcher.world import World
-from prompts import dp
+from prompts import dp_mechanisms as dp
 
 
 class DPFedAvg(Strategy):
@@ -79,12 +80,12 @@ class DPFPL(Strategy):
       that same noisy mean, so ``D`` stays identical everywhere and :meth:`aggregate` has
       nothing left to do.
     * **local prompt** ``L`` (our class prompt): factorised every step into ``u v + residual``
-      (:func:`prompts.dp.factorise`, rank ``min(dp.rank, n_ctx)``); the factor gradients are
+      (:func:`prompts.dp_mechanisms.factorise`, rank ``min(dp.rank, n_ctx)``); the factor gradients are
       clipped to ``dp.clip`` and get ``N(0, std)`` noise locally, and ``L`` steps with the
-      gradient rebuilt from them (:func:`prompts.dp.privatise_lowrank`). With
+      gradient rebuilt from them (:func:`prompts.dp_mechanisms.privatise_lowrank`). With
       ``class_specific`` each class's ``(M, W)`` slice is factorised on its own.
 
-    ``sigma = sqrt(rounds * ln(1/delta)) / epsilon`` (:func:`prompts.dp.dpfpl_sigma`) is the
+    ``sigma = sqrt(rounds * ln(1/delta)) / epsilon`` (:func:`prompts.dp_mechanisms.dpfpl_sigma`) is the
     public code's formula and has **no accountant**: it ignores the number of steps per
     round, so the reported epsilon is a heuristic label (``epsilon_heuristic: true`` in the
     metrics), not a DP guarantee comparable with :class:`DPFedAvg`'s.
@@ -173,5 +174,6 @@ class DPFPL(Strategy):
         # D moved in lockstep with the same noisy gradient on every client: already shared
         return RoundOutput(
             dict(inp.prompts),
-            {"epsilon": self.cfg.dp.epsilon, "epsilon_heuristic": True, "sigma": self.sigma},
+            {"epsilon": self.cfg.dp.epsilon, "epsilon_heuristic": get_method(self.name).heuristic_epsilon,
+             "sigma": self.sigma},
         )

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from prompts import dp
+from prompts import dp_mechanisms as dp
 
 
 @pytest.mark.parametrize("epsilon", [1.0, 8.0])
