@@ -6,7 +6,8 @@ that rank with the ``SECFPP_FAULT`` hook in round 2 of a 3-round run of the smal
 world (3 clients + dealer), record what every surviving rank printed, how long mpirun took to
 return after the first report, and which rounds were lost; then ``--resume`` (a fresh run when
 nothing was written) and compare its final metrics with an uninterrupted run of the same seed.
-Prints a Markdown table. Takes about 15 minutes on 2 cores.
+Prints a Markdown table. Takes about 15 minutes on 2 cores. Arguments, if any, pick phases
+(e.g. ``setup reveal``).
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ def main() -> None:
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for target, who in ((CLIENT, "client 1"), (DEALER, "TTP dealer")):
         for phase, label in PHASES:
+            if sys.argv[1:] and phase not in sys.argv[1:]:
+                continue
             run_dir = tmp / f"{phase}-{target}"
             spec = f"rank={target},phase={phase}" + ("" if phase == "setup" else ",round=2")
             job = mpirun([*SMALL, "rounds=3", "--run-dir", str(run_dir)], env={"SECFPP_FAULT": spec})
