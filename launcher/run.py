@@ -180,6 +180,20 @@ def verdict(statuses: list[dict[str, Any]]) -> None:
         )
 
 
+def _import_stack(uses_mpc: bool) -> None:
+    """Import the heavy libraries before any phase a peer can die in: loading their shared
+    libraries holds the GIL for seconds, and a rank holding it cannot report a peer's death
+    before mpirun's SIGKILL follows its SIGTERM."""
+    import prompts.backbone  # noqa: F401 - open_clip, torchvision
+    import prompts.features  # noqa: F401
+    import prompts.learner  # noqa: F401
+
+    if uses_mpc:
+        from mpc.compat import import_crypten
+
+        import_crypten()
+
+
 def _set_thread_budget() -> None:
     """Ranks on one host share its cores: one intra-op thread each when there are more ranks than cores."""
     local = int(os.environ.get("OMPI_COMM_WORLD_LOCAL_SIZE", "1"))
@@ -258,6 +272,7 @@ def run(cfg: Config, world: World, run_dir: Path | None = None, resume: bool = F
 
     uses_mpc = get_method(cfg.method).uses_mpc
     n_client_ranks = client_ranks_for(cfg, world, uses_mpc)
+    _import_stack(uses_mpc)
     faults.set_peers(world.allgather(list(faults.me())), _roles(max(world.size, 1), n_client_ranks, cfg.n_clients))
     clients_world = world.split_clients(n_client_ranks)
     is_client = world.rank < n_client_ranks
