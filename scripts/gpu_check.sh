@@ -35,7 +35,7 @@ echo "gpu_check: bench train (cuda, then cpu)"
 echo "gpu_check: SecFPP, 3 clients + TTP, 2 rounds, train.device=auto"
 start=$SECONDS
 "$mpirun" --oversubscribe -np 4 "$python" -m launcher run --config launcher/configs/default.yaml \
-  data.clients_per_domain=1 mpc.min_cluster_size=1 mpc.k_max=3 rounds=2 --run-dir "$root/runs/gpu-check" 2>&1 \
+  data.clients_per_domain=1 mpc.min_cluster_size=1 mpc.allow_insecure=true mpc.k_max=3 rounds=2 --run-dir "$root/runs/gpu-check" 2>&1 \
   | tr '\r' '\n' | grep -v "^secfpp:\|^pretraining"
 echo "gpu_check: main job $((SECONDS - start)) s; devices: $("$python" -c "import json; print(json.load(open('$root/runs/gpu-check/summary.json'))['train_devices'])")"
 "$python" -m pytest -q -p no:cacheprovider tests/launcher/test_config.py -k device tests/prompts/test_training.py
