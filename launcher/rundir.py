@@ -17,13 +17,13 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable
 
 import torch
 import yaml
+
+from prompts.atomic import atomic_write_bytes
 
 FORMAT_VERSION = 1
 MAGIC = b"SECFPP-SHARD\n"
@@ -36,21 +36,6 @@ class CheckpointError(RuntimeError):
 def config_hash(config: dict[str, Any]) -> str:
     """SHA-256 of the resolved config: a shard is only valid for the run that wrote it."""
     return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 class RunDir:

@@ -20,6 +20,7 @@ from typing import Sequence, Union
 import torch
 import torch.nn.functional as F
 
+from prompts.atomic import atomic_torch_save
 from prompts.backbone import Backbone
 from prompts.imaging import random_affine, to_model_input
 
@@ -126,10 +127,7 @@ def compute_features(backbone: Backbone, images: Images, n_views: int = 1, seed:
                   for _ in range(n_views - 1)]
         feats = torch.stack(views, dim=1)
         if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".tmp{os.getpid()}")
-            torch.save(feats.cpu(), tmp)
-            os.replace(tmp, path)
+            atomic_torch_save(feats.cpu(), path)
     if use_memory:
         _MEMORY[key] = feats
     return feats

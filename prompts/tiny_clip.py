@@ -15,7 +15,6 @@ import contextlib
 import hashlib
 import json
 import os
-import tempfile
 import time
 from pathlib import Path
 
@@ -26,6 +25,7 @@ import torch.nn.functional as F
 from prompts import _torchvision_fix  # noqa: F401
 import open_clip  # noqa: E402
 
+from prompts.atomic import atomic_write_bytes  # noqa: E402
 from prompts.data import digits  # noqa: E402
 from prompts.imaging import random_affine, to_model_input  # noqa: E402
 
@@ -117,19 +117,10 @@ def ensure_pretrained(seed: int = 0, force: bool = False, progress: bool = True)
         if path.is_file() and not force:
             return path
         state, info = pretrain(seed=seed, progress=progress)
-        from safetensors.torch import save_file
+        from safetensors.torch import save
 
-        path.parent.mkdir(parents=True, exist_ok=True)
-        for target, writer in ((info_path(seed), lambda p: Path(p).write_text(json.dumps(info, indent=2))),
-                               (path, lambda p: save_file(state, p))):
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=target.suffix)
-            os.close(fd)
-            try:
-                writer(tmp)
-                os.replace(tmp, target)
-            finally:
-                if os.path.exists(tmp):
-                    os.unlink(tmp)
+        atomic_write_bytes(info_path(seed), json.dumps(info, indent=2).encode())
+        atomic_write_bytes(path, save(state))
     return path
 
 
