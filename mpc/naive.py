@@ -19,9 +19,7 @@ def naive_kmeans(X, C0: torch.Tensor, iters: int, log: CommLog | None = None, ma
     Returns the encrypted one-hot labels (recomputed with the final centres) and centres."""
     ct = import_crypten()
     log = log if log is not None else CommLog()
-    old = ct.cfg.functions.max_method
-    ct.cfg.functions.max_method = max_method
-    try:
+    with ct.cfg.temp_override({"functions.max_method": max_method}):
         C = ct.cryptensor(C0.float(), src=0)
         x2 = (X * X).sum(1, keepdim=True)
 
@@ -39,6 +37,4 @@ def naive_kmeans(X, C0: torch.Tensor, iters: int, log: CommLog | None = None, ma
                 C = sums * counts.reciprocal().unsqueeze(1)
         with log.phase("naive_assign_final"):
             A = assign(C)
-    finally:
-        ct.cfg.functions.max_method = old
     return A, C

@@ -20,6 +20,11 @@ def _crypten():
     return import_crypten()
 
 
+def _rank() -> int:
+    """This party's rank; party 0 alone adds public constants to its share."""
+    return _crypten().communicator.get().get_rank()
+
+
 def share_rows(x_local: torch.Tensor, owners: list[int], rank: int, precision: int | None) -> "object":
     """Secret-share a row matrix whose rows come from several parties.
 
@@ -72,22 +77,22 @@ def as_fixed(x, bits: int = FIXED_BITS):
 def add_raw(x, value: int):
     """Add a public integer to the *raw* ring value (ignores the encoder)."""
     y = x.clone()
-    if y._tensor.rank == 0:
-        y._tensor.share += int(value)
+    if _rank() == 0:
+        y.share = y.share + int(value)
     return y
 
 
 def mul_public_int(x, t: torch.Tensor):
     """Multiply shares by a public int64 tensor (local; the encoder is kept)."""
     y = x.clone()
-    y._tensor.share = y._tensor.share * t.long()
+    y.share = y.share * t.long()
     return y
 
 
 def matmul_public_int(x, t: torch.Tensor):
     """``x @ t`` with public int64 ``t`` (local; the encoder is kept)."""
     y = x.clone()
-    y._tensor.share = y._tensor.share.matmul(t.long())
+    y.share = y.share.matmul(t.long())
     return y
 
 
@@ -147,8 +152,8 @@ def onehot_from_pairs(w, n_rows: int, ks: list[int], J: torch.Tensor, L: torch.T
         ct = _crypten()
         return ct.cryptensor(torch.ones(n_rows, K, dtype=torch.long), src=0, precision=0)
     B = matmul_public_int(as_int(w), lin)
-    if B._tensor.rank == 0:
-        B._tensor.share += const.unsqueeze(0)
+    if _rank() == 0:
+        B.share = B.share + const.unsqueeze(0)
     B = B.view(n_rows, K, D)
     return prod_tree(B, -1)
 
