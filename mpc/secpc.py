@@ -54,42 +54,48 @@ class SecPCResult:
     revealed: list = field(default_factory=list)  # what this party learnt, for the results
 
 
-def _local_problem(x_local: torch.Tensor, p_local: torch.Tensor, n_rows: int) -> str | None:
-    """Why this party's own inputs cannot be shared, or None."""
+# What a failed range check says about a party (published as a code, so every rank can say why)
+_PROBLEMS = (
+    None,
+    "a reduced row has a NaN or infinite entry",
+    "a reduced row has Euclidean norm > 1 (rows must be normalised)",
+    "a domain prompt has a NaN or infinite entry",
+    "a domain prompt entry is above the bound 2^18/N",
+    "its row counts or shapes do not match the owners list",
+)
+
+
+def _local_problem(x_local: torch.Tensor, p_local: torch.Tensor, n_local: int, n_rows: int) -> int:
+    """Index into ``_PROBLEMS`` of why this party's own inputs cannot be shared (0: they can)."""
+    if x_local.dim() != 2 or p_local.dim() != 2 or x_local.shape[0] != n_local or p_local.shape[0] != n_local:
+        return 5
     if not torch.isfinite(x_local).all():
-        return "a reduced row has a NaN or infinite entry"
+        return 1
     if x_local.numel() and float(x_local.double().norm(dim=-1).max()) > 1.0 + 1e-6:
-        return "a reduced row has Euclidean norm > 1 (rows must be normalised)"
+        return 2
     if not torch.isfinite(p_local).all():
-        return "a domain prompt has a NaN or infinite entry"
-    bound = max_prompt_abs(n_rows)
-    if p_local.numel() and float(p_local.abs().max()) > bound:
-        return f"a domain prompt entry is {float(p_local.abs().max()):.3g}, above the bound {bound:.4g} (2^18/N)"
-    return None
+        return 3
+    if p_local.numel() and float(p_local.abs().max()) > max_prompt_abs(n_rows):
+        return 4
+    return 0
 
 
 def check_inputs(rank: int, x_local: torch.Tensor, p_local: torch.Tensor, owners: list[int]) -> None:
     """Every party checks its own rows and all agree, before anything is shared.
 
-    Publishes per party one validity bit and its shapes (``rows, m, d``; the row count is public
-    through ``owners`` anyway). Raises :class:`InputError` at every party if any party is
-    invalid or the shapes disagree, naming the party.
+    Publishes per party one small code (valid, or which check failed) and its shapes
+    (``m, d``; the row count is public through ``owners`` anyway). Raises :class:`InputError`
+    at every party if any party is invalid or the shapes disagree, naming the party and why.
     """
     comm = import_crypten().communicator.get()
     n_local = sum(1 for o in owners if o == rank)
-    problem = _local_problem(x_local, p_local, len(owners))
-    if x_local.dim() != 2 or p_local.dim() != 2 or x_local.shape[0] != n_local or p_local.shape[0] != n_local:
-        problem = problem or (
-            f"expected {n_local} rows, got x {tuple(x_local.shape)} and p {tuple(p_local.shape)}"
-        )
-    mine = torch.tensor(
-        [problem is None, x_local.shape[-1], p_local.shape[-1]], dtype=torch.long
-    )
+    code = _local_problem(x_local, p_local, n_local, len(owners))
+    mine = torch.tensor([code, x_local.shape[-1], p_local.shape[-1]], dtype=torch.long)
     table = torch.stack(comm.all_gather(mine)) if comm.get_world_size() > 1 else mine.unsqueeze(0)
-    bad = [p for p in range(table.shape[0]) if not table[p, 0]]
+    bad = [(p, int(table[p, 0])) for p in range(table.shape[0]) if int(table[p, 0])]
     if bad:
-        own = f" (here: {problem})" if problem else ""
-        raise InputError(f"SecPC inputs of party {', '.join(map(str, bad))} failed the range check{own}; nothing was shared")
+        what = "; ".join(f"party {p}: {_PROBLEMS[c] if 0 < c < len(_PROBLEMS) else 'unknown problem'}" for p, c in bad)
+        raise InputError(f"SecPC inputs failed the range check ({what}); nothing was shared")
     shapes = {tuple(r.tolist()) for r in table[:, 1:]}
     if len(shapes) > 1:
         raise InputError(f"parties disagree on the (m, d) of their rows: {sorted(shapes)}; nothing was shared")
@@ -134,7 +140,7 @@ def secpc_round(
         if config.reveal_own_assignment:
             labels = so.matmul_public_int(A, torch.arange(k))
             own_assign = so.reveal_to_owners(labels, owners, rank).round().long()
-    revealed = ["chosen_k (all parties)", "input validity bit and shapes (all parties)", "own aggregate rows (this party only)"]
+    revealed = ["chosen_k (all parties)", "input check code and shapes (all parties)", "own aggregate rows (this party only)"]
     if config.reveal_own_assignment:
         revealed.append("own cluster labels (this party only; evaluation switch)")
     return SecPCResult(

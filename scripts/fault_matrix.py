@@ -5,7 +5,9 @@ training, inside SecPC's Lloyd iterations, the reveal, while a checkpoint is wri
 that rank with the ``SECFPP_FAULT`` hook in round 2 of a 3-round run of the smallest SecFPP
 world (3 clients + dealer), record what every surviving rank printed, how long mpirun took to
 return after the first report, and which rounds were lost; then ``--resume`` (a fresh run when
-nothing was written) and compare its final metrics with an uninterrupted run of the same seed.
+nothing was written) and compare its final metrics with an uninterrupted run of the same seed
+(same k, mean accuracy within 0.5 points: the shares' randomness is fresh in every run, so
+fixed-point rounding may move a test sample).
 Prints a Markdown table. Takes about 15 minutes on 2 cores. Arguments, if any, pick phases
 (e.g. ``setup reveal``).
 """
@@ -54,10 +56,12 @@ def main() -> None:
             kept = _rounds(run_dir)
             again = mpirun(["--resume", str(run_dir)] if (run_dir / "config.yaml").exists()
                            else [*SMALL, "rounds=3", "--run-dir", str(run_dir)])
-            same = again.returncode == 0 and _final(run_dir)["acc"] == want["acc"] and _final(run_dir)["k"] == want["k"]
+            got = _final(run_dir) if again.returncode == 0 else None
+            same = ("NO" if got is None or got["k"] != want["k"] or abs(got["mean_acc"] - want["mean_acc"]) > 0.005
+                    else "yes (identical)" if got["acc"] == want["acc"] else "yes (within 0.5 pt)")
             printed = "<br>".join(f"`{lines[r].split(': ', 1)[0]}`" for r in sorted(lines))
             print(f"| SIGKILL {who} (rank {target}) | {label} (`{spec}`) | {printed} | {job.seconds - first:.1f} s "
-                  f"| {job.returncode} | {len(kept)} | {'yes' if same else 'NO'} |", flush=True)
+                  f"| {job.returncode} | {len(kept)} | {same} |", flush=True)
 
 
 if __name__ == "__main__":

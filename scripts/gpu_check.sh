@@ -38,4 +38,4 @@ start=$SECONDS
   data.clients_per_domain=1 mpc.min_cluster_size=1 mpc.allow_insecure=true mpc.k_max=3 rounds=2 --run-dir "$root/runs/gpu-check" 2>&1 \
   | tr '\r' '\n' | grep -v "^secfpp:\|^pretraining"
 echo "gpu_check: main job $((SECONDS - start)) s; devices: $("$python" -c "import json; print(json.load(open('$root/runs/gpu-check/summary.json'))['train_devices'])")"
-"$python" -m pytest -q -p no:cacheprovider tests/launcher/test_config.py -k device tests/prompts/test_training.py
+"$python" -m pytest -q -p no:cacheprovider tests/launcher/test_config.py::test_train_device_resolves_and_cuda_without_a_gpu_is_an_error tests/prompts/test_training.py

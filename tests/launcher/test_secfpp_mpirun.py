@@ -73,7 +73,8 @@ def test_secfpp_matches_plaintext_twin_survives_a_kill_in_secpc_and_resumes(tmp_
     assert [r["round"] for r in c] == [1, 2, 3]
     assert [r["k"] for r in c] == [r["k"] for r in a]
     assert [r["assignment"] for r in c] == [r["assignment"] for r in a]
-    assert c[-1]["acc"] == a[-1]["acc"]
+    # the shares' randomness is fresh in every run, so fixed-point rounding may move a test sample
+    assert abs(c[-1]["mean_acc"] - a[-1]["mean_acc"]) <= 0.005
 
     # a corrupted shard: every rank refuses the resume before any MPC starts
     shard = sec / "checkpoints" / "round-0002" / "rank-2.pt"
