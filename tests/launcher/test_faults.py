@@ -45,13 +45,12 @@ def test_poison_touches_only_the_chosen_rank_and_round(monkeypatch):
 
 @pytest.mark.timeout(300)
 def test_a_nan_prompt_stops_every_rank_before_anything_is_shared(tmp_path):
-    """Every client rank names the party and the reason; the dealer goes down with them."""
+    """Every client rank names the party and the reason (mpirun then stops the dealer)."""
     job = mpirun([*SMALL, "rounds=2", "--run-dir", str(tmp_path / "nan")], env={"SECFPP_POISON": "rank=1,round=1,value=nan"})
     assert job.returncode != 0
     for r in range(3):
         mine = [line for _, line in job.lines if line.startswith(f"[rank {r}]")]
         assert any("party 1: a domain prompt has a NaN or infinite entry" in line for line in mine), job.out[-3000:]
-    assert "[rank 3]" in job.out  # the dealer reports its clients gone
     assert "lloyd" not in job.out
 
 
