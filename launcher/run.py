@@ -105,11 +105,8 @@ def build_clients(cfg: Config, client_ids: list[int]) -> tuple[list[Client], Any
     from prompts.features import OnTheFlyFeatures, compute_features
     from prompts.learner import PromptLearner
 
-    # the tiny CLIP is one shared pretrained model; cfg.seed varies data and training only
-    backbone = load_backbone(cfg.model.name, cfg.model.pretrained, device=resolve_device(cfg.train.device), seed=0)
     fed = pdata.build_federation(cfg.data, seed=cfg.seed, only=client_ids)  # this rank's clients' data only
-    clients = []
-    for cid in client_ids:
+    for cid in client_ids:  # before the backbone: a first run would pretrain the tiny CLIP for nothing
         cd = fed.client(cid)
         for what, labels in (("training", cd.train_labels), ("test", cd.test_labels)):
             if len(labels) == 0:
@@ -117,6 +114,11 @@ def build_clients(cfg: Config, client_ids: list[int]) -> tuple[list[Client], Any
                     f"client {cid} ({cd.domain_name}) has no {what} images; lower data.min_samples, "
                     f"data.clients_per_domain or data.test_fraction, or add data"
                 )
+    # the tiny CLIP is one shared pretrained model; cfg.seed varies data and training only
+    backbone = load_backbone(cfg.model.name, cfg.model.pretrained, device=resolve_device(cfg.train.device), seed=0)
+    clients = []
+    for cid in client_ids:
+        cd = fed.client(cid)
         learner = PromptLearner(
             backbone,
             fed.classnames,
