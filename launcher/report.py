@@ -44,6 +44,7 @@ def summarise(cfg: Config, rows: list[dict[str, Any]], domains: dict[int, int]) 
         "rounds": len(rows),
         "n_clients": cfg.n_clients,
         "final_acc": final["mean_acc"],
+        "zeroshot_acc": rows[0].get("zeroshot_acc"),
         "final_acc_std_clients": statistics.pstdev(final["acc"].values()),
         f"mean_acc_last{LAST_ROUNDS}": statistics.fmean(r["mean_acc"] for r in last),
         "final_acc_per_client": final["acc"],
@@ -84,9 +85,14 @@ def plot_run(rd: RunDir, rows: list[dict[str, Any]]) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from matplotlib.ticker import MaxNLocator
+
     fig, ax = plt.subplots(figsize=(5, 3.2))
     xs = [r["round"] for r in rows]
     ax.plot(xs, [100 * r["mean_acc"] for r in rows], marker="o", label="mean over clients")
+    if "zeroshot_acc" in rows[0]:  # what training bought
+        ax.axhline(100 * rows[0]["zeroshot_acc"], color="grey", linestyle="--", label="zero-shot")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("round")
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(rows[-1]["method"])

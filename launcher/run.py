@@ -37,7 +37,7 @@ from launcher import faults
 from launcher.config import Config, ConfigError, from_dict, load_config
 from launcher.rundir import CheckpointError, RunDir, config_hash
 from launcher.methods import get as get_method, make_strategy
-from launcher.strategies import RoundInput, Strategy
+from launcher.strategies import RoundInput
 from launcher.world import World, launched_by_mpi
 
 log = logging.getLogger("launcher")
@@ -214,10 +214,11 @@ def _set_up(cfg: Config, rd: RunDir, rank: int, n_client_ranks: int, resume: boo
 # ------------------------------------------------------------------------------- loop
 
 
-def _evaluate(strategy: Strategy, clients: list[Client], backbone: Any, classnames: list[str]) -> dict[int, float]:
+def _evaluate(clients: list[Client], backbone: Any, classnames: list[str], zero_shot: bool) -> dict[int, float]:
+    """Test accuracy per client: of its prompt, or of the hand-written prompts (``zero_shot``)."""
     from prompts.training import evaluate, zero_shot_accuracy
 
-    if not strategy.trains:
+    if zero_shot:
         return {c.cid: zero_shot_accuracy(backbone, classnames, c.test_x, c.test_y) for c in clients}
     return {c.cid: evaluate(c.learner, c.test_x, c.test_y) for c in clients}
 
@@ -230,6 +231,7 @@ def _round_row(cfg: Config, round_idx: int, parts: list[dict[str, Any]], clients
         acc.update(part["acc"])
     train_s = max(p["train_s"] for p in parts)
     agg_s = max(p["agg_s"] for p in parts)
+    zeroshot = {k: v for part in parts for k, v in part.get("zeroshot", {}).items()}
     row: dict[str, Any] = {
         "round": round_idx + 1,
         "method": cfg.method,
@@ -238,6 +240,8 @@ def _round_row(cfg: Config, round_idx: int, parts: list[dict[str, Any]], clients
         "mean_acc": sum(acc.values()) / len(acc),
         "time": {"local_train_s": train_s, "aggregate_s": agg_s},
     }
+    if zeroshot:
+        row["zeroshot_acc"] = sum(zeroshot.values()) / len(zeroshot)
     info = parts[0]["info"]
     for key in ("k", "insecure_dealer", "epsilon", "epsilon_heuristic"):
         if key in info:
@@ -358,8 +362,10 @@ def run(cfg: Config, world: World, run_dir: Path | None = None, resume: bool = F
         faults.enter("evaluate", r)
         for c in clients:
             c.learner.set_domain_prompt(out.prompts[c.cid])
-        acc = _evaluate(strategy, clients, backbone, classnames)
+        acc = _evaluate(clients, backbone, classnames, zero_shot=not strategy.trains)
         part = {"acc": acc, "train_s": train_s, "agg_s": agg_s, "info": out.info}
+        if r == 0:  # the reference level: hand-written prompts, nothing trained
+            part["zeroshot"] = _evaluate(clients, backbone, classnames, zero_shot=True)
         parts = clients_world.gather(part) if gather else [part]
         faults.enter("checkpoint", r)
         rd.save_shard(

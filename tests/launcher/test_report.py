@@ -33,3 +33,17 @@ def test_resume_refuses_overrides(tmp_path):
                          cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 2
     assert "overrides are not allowed" in out.stderr
+
+
+def test_round_one_carries_the_zero_shot_level_for_the_plot(tmp_path):
+    from launcher.run import _round_row
+
+    cfg = load_config(None, ["method=local"])
+    parts = [{"acc": {0: 0.8}, "train_s": 1.0, "agg_s": 0.0, "info": {}, "zeroshot": {0: 0.6}},
+             {"acc": {1: 0.9}, "train_s": 1.0, "agg_s": 0.0, "info": {}, "zeroshot": {1: 0.7}}]
+    row = _round_row(cfg, 0, parts, {0: 0, 1: 0})
+    assert abs(row["zeroshot_acc"] - 0.65) < 1e-12
+    rows = [row, _round_row(cfg, 1, [{**p, "zeroshot": {}} for p in parts], {0: 0, 1: 0})]
+    assert "zeroshot_acc" not in rows[1]
+    assert report.summarise(cfg, rows, {0: 0, 1: 0})["zeroshot_acc"] == row["zeroshot_acc"]
+    assert report.plot_run(RunDir(tmp_path), rows).stat().st_size > 1000
