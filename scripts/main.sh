@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install what is missing, then run the main job: SecFPP under mpirun on the offline default
-# (6 clients over 3 visual domains + the TTP dealer). Extra arguments are key=value overrides.
+# (9 clients over 3 visual domains + the TTP dealer). Extra arguments are key=value overrides.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 bash "$here/setup.sh"
