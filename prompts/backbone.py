@@ -6,7 +6,8 @@ without network access must fail *at once* with advice (open_clip + huggingface_
 for ~45 s). Names:
 
 * ``"tiny-digits"``: ``secfpp-tiny`` with the project's contrastively pretrained weights (built and cached
-  on first use, see ``prompts.tiny_clip``);
+  on first use, see ``prompts.tiny_clip``); ``"tiny-fonts"``: the same, pretrained on two of the font
+  domains only (the benchmark's backbone);
 * ``"secfpp-tiny"``: the same architecture, random init unless ``pretrained`` is given;
 * any ``open_clip.list_models()`` name, with ``pretrained`` a tag (``"openai"``, ``"laion2b_s34b_b79k"``),
   a local ``.pt``/``.pth``/``.bin``/``.safetensors`` file, or ``None`` for random weights.
@@ -157,18 +158,18 @@ def load_backbone(name: str, pretrained: str | None = None, device: str | torch.
     tiny_clip.register_config()
     dev = default_device(device)
     label = pretrained
-    if name == tiny_clip.PRETRAINED_NAME:
+    if name in tiny_clip.CORPORA:
         if pretrained is not None:
             raise ValueError(f"{name!r} brings its own weights; pass name={tiny_clip.TINY_MODEL_NAME!r} "
                              f"to load other weights into the same architecture")
-        pretrained = str(tiny_clip.ensure_pretrained(seed=seed))
-        label = f"{tiny_clip.PRETRAINED_NAME}:{Path(pretrained).name}"
+        pretrained = str(tiny_clip.ensure_pretrained(seed=seed, name=name))
+        label = f"{name}:{Path(pretrained).name}"
         model_name = tiny_clip.TINY_MODEL_NAME
     else:
         model_name = name
         if model_name not in open_clip.list_models():
             raise ValueError(f"unknown open_clip model {name!r}; see open_clip.list_models() or use "
-                             f"{tiny_clip.PRETRAINED_NAME!r} / {tiny_clip.TINY_MODEL_NAME!r}")
+                             f"{' / '.join(map(repr, tiny_clip.CORPORA))} / {tiny_clip.TINY_MODEL_NAME!r}")
     if pretrained is not None:
         p = Path(pretrained).expanduser()
         if p.is_file():

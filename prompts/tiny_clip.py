@@ -1,4 +1,4 @@
-"""The project's own tiny CLIP, pretrained contrastively on captioned offline digits.
+"""The project's own tiny CLIP, pretrained contrastively on captioned offline digits (or fonts).
 
 Why: these machines cannot download CLIP weights, but prompt learning only means something on a backbone
 whose text and image towers are *aligned*. So the project defines a 3.4M-parameter open_clip config
@@ -7,6 +7,11 @@ digits scans reserved for pretraining, rendered in every domain style and captio
 ("a photo of the digit seven."). The loss is CLIP's symmetric contrastive loss, with captions of the same
 class treated as positives. The result is cached under ``$SECFPP_CACHE`` (default ``~/.cache/secfpp``),
 keyed by a hash of config + recipe + seed, written atomically and rebuilt when missing.
+
+A second model, ``tiny-fonts``, is the same architecture pretrained on characters in only some of the
+font domains (``prompts.data.fonts.PRETRAIN_DOMAINS``): the benchmark's clients hold the other styles,
+which this backbone has never seen, as real CLIP has barely seen DomainNet's quickdraw. Its pretraining
+images are sample ids no federation uses.
 """
 
 from __future__ import annotations
@@ -16,7 +21,9 @@ import hashlib
 import json
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -26,7 +33,7 @@ from prompts import _torchvision_fix  # noqa: F401
 import open_clip  # noqa: E402
 
 from prompts.atomic import atomic_write_bytes  # noqa: E402
-from prompts.data import digits  # noqa: E402
+from prompts.data import digits, fonts  # noqa: E402
 from prompts.imaging import random_affine, to_model_input  # noqa: E402
 
 TINY_MODEL_NAME = "secfpp-tiny"
@@ -60,6 +67,65 @@ RECIPE: dict = dict(
 )
 
 
+FONTS_NAME = "tiny-fonts"
+FONT_TEMPLATES: list[str] = [
+    "a photo of the character {}.",
+    "a photo of a {}.",
+    "the symbol {}.",
+    "a {} in some typeface.",
+    "an image of a {}.",
+    "the printed character {}.",
+]
+FONTS_RECIPE: dict = dict(RECIPE, version=1, steps=900, per_class=80, pretrain_fraction=None,
+                          styles=fonts.PRETRAIN_DOMAINS, templates=FONT_TEMPLATES, holdout_per_class=8)
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """What one pretrained model is trained on: class names, a recipe, and how to draw its images."""
+
+    classnames: list[str]
+    recipe: dict
+    images: Callable[[dict], tuple[torch.Tensor, torch.Tensor]]  # recipe -> (uint8 (N, 3, H, W), labels)
+    holdout: Callable[[dict], dict[str, tuple[torch.Tensor, torch.Tensor]]]  # recipe -> {style: (images, labels)}
+
+
+def _digits_images(r: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    pre_idx, _ = digits.split_scans(r["pretrain_fraction"], seed=0)  # fixed split: matches federations
+    _, all_labels = digits.load_scans()
+    images = torch.cat([digits.render(pre_idx, s) for s in r["styles"]])
+    return images, torch.from_numpy(np.tile(all_labels[pre_idx], len(r["styles"])))
+
+
+def _digits_holdout(r: dict) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    _, fed_idx = digits.split_scans(r["pretrain_fraction"], seed=0)
+    _, labels = digits.load_scans()
+    return {s: (digits.render(fed_idx, s), torch.from_numpy(labels[fed_idx])) for s in r["styles"]}
+
+
+def _font_samples(domain: str, per_class: int, first_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    labels = np.repeat(np.arange(len(fonts.CLASSNAMES)), per_class)
+    ids = first_id + np.arange(len(labels))
+    return fonts.render(domain, labels, ids), torch.from_numpy(labels)
+
+
+def _fonts_images(r: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    parts = [_font_samples(d, r["per_class"], fonts.PRETRAIN_ID_BASE) for d in r["styles"]]
+    return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+
+
+def _fonts_holdout(r: dict) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Every domain, seen or not, on ids past the pretraining ones (so never trained on)."""
+    first = fonts.PRETRAIN_ID_BASE + 1_000_000
+    return {d: _font_samples(d, r["holdout_per_class"], first) for d in fonts.DOMAIN_NAMES}
+
+
+CORPORA: dict[str, Corpus] = {
+    PRETRAINED_NAME: Corpus(digits.CLASSNAMES, RECIPE, _digits_images, _digits_holdout),
+    FONTS_NAME: Corpus(fonts.CLASSNAMES, FONTS_RECIPE, _fonts_images, _fonts_holdout),
+}
+
+
 def register_config() -> str:
     """Make ``secfpp-tiny`` known to open_clip (idempotent). Returns the model name."""
     if TINY_MODEL_NAME not in open_clip.list_models():
@@ -77,12 +143,12 @@ def cache_key(seed: int = 0, recipe: dict | None = None) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def checkpoint_path(seed: int = 0) -> Path:
-    return cache_dir() / f"{PRETRAINED_NAME}-{cache_key(seed)}.safetensors"
+def checkpoint_path(seed: int = 0, name: str = PRETRAINED_NAME) -> Path:
+    return cache_dir() / f"{name}-{cache_key(seed, CORPORA[name].recipe)}.safetensors"
 
 
-def info_path(seed: int = 0) -> Path:
-    return checkpoint_path(seed).with_suffix(".json")
+def info_path(seed: int = 0, name: str = PRETRAINED_NAME) -> Path:
+    return checkpoint_path(seed, name).with_suffix(".json")
 
 
 def create_random(seed: int = 0, device: str | torch.device = "cpu") -> torch.nn.Module:
@@ -108,31 +174,35 @@ def _file_lock(path: Path):
         yield
 
 
-def ensure_pretrained(seed: int = 0, force: bool = False, progress: bool = True) -> Path:
-    """Path of the cached pretrained checkpoint, pretraining it first if it is missing."""
-    path = checkpoint_path(seed)
+def ensure_pretrained(seed: int = 0, force: bool = False, progress: bool = True, name: str = PRETRAINED_NAME) -> Path:
+    """Path of the cached pretrained checkpoint of ``name`` (a key of ``CORPORA``), pretraining it first
+    if it is missing."""
+    path = checkpoint_path(seed, name)
     if path.is_file() and not force:
         return path
     with _file_lock(path.with_suffix(".lock")):
         if path.is_file() and not force:
             return path
-        state, info = pretrain(seed=seed, progress=progress)
+        state, info = pretrain(seed=seed, progress=progress, name=name)
         from safetensors.torch import save
 
-        atomic_write_bytes(info_path(seed), json.dumps(info, indent=2).encode())
+        atomic_write_bytes(info_path(seed, name), json.dumps(info, indent=2).encode())
         atomic_write_bytes(path, save(state))
     return path
 
 
-def _class_tokens(tokenizer, template: str) -> torch.Tensor:
-    return tokenizer([template.format(c) for c in digits.CLASSNAMES])
+def _class_tokens(tokenizer, template: str, classnames: list[str]) -> torch.Tensor:
+    return tokenizer([template.format(c) for c in classnames])
 
 
-def pretrain(seed: int = 0, recipe: dict | None = None, progress: bool = True, log_every: int = 0) -> tuple[dict, dict]:
-    """Contrastively pretrain ``secfpp-tiny`` on CPU threads. Returns (state_dict, info)."""
+def pretrain(seed: int = 0, recipe: dict | None = None, progress: bool = True, log_every: int = 0,
+             name: str = PRETRAINED_NAME) -> tuple[dict, dict]:
+    """Contrastively pretrain ``secfpp-tiny`` for ``name`` on CPU threads. Returns (state_dict, info)."""
     from tqdm.auto import tqdm
 
-    r = recipe or RECIPE
+    corpus = CORPORA[name]
+    r = recipe or corpus.recipe
+    classnames = corpus.classnames
     t0 = time.perf_counter()
     model = create_random(seed)
     model.train()
@@ -140,12 +210,9 @@ def pretrain(seed: int = 0, recipe: dict | None = None, progress: bool = True, l
     mean, std = model.visual.preprocess_cfg["mean"], model.visual.preprocess_cfg["std"]
     size = model.visual.image_size[0] if isinstance(model.visual.image_size, tuple) else model.visual.image_size
 
-    pre_idx, fed_idx = digits.split_scans(r["pretrain_fraction"], seed=0)  # fixed split: matches federations
-    _, all_labels = digits.load_scans()
-    images = torch.cat([digits.render(pre_idx, s) for s in r["styles"]])
-    labels = torch.from_numpy(np.tile(all_labels[pre_idx], len(r["styles"])))
+    images, labels = corpus.images(r)
     x_all = images.float() / 255.0
-    tokens = torch.stack([_class_tokens(tokenizer, t) for t in r["templates"]])  # (T, C, L)
+    tokens = torch.stack([_class_tokens(tokenizer, t, classnames) for t in r["templates"]])  # (T, C, L)
 
     g = torch.Generator().manual_seed(seed)
     # A text tower trained from scratch on 10 near-identical captions collapses them onto one point
@@ -183,7 +250,7 @@ def pretrain(seed: int = 0, recipe: dict | None = None, progress: bool = True, l
         logits = model.logit_scale.exp() * img @ txt.T  # (B, C)
         loss_i = F.cross_entropy(logits, y)
         # text -> image: every image of the caption's class is a positive
-        pos_mask = (y[None, :] == torch.arange(len(digits.CLASSNAMES))[:, None]).float()  # (C, B)
+        pos_mask = (y[None, :] == torch.arange(len(classnames))[:, None]).float()  # (C, B)
         present = pos_mask.sum(1) > 0
         logp = F.log_softmax(logits.T, dim=1)
         loss_t = -((logp * pos_mask).sum(1)[present] / pos_mask.sum(1)[present]).mean()
@@ -200,19 +267,17 @@ def pretrain(seed: int = 0, recipe: dict | None = None, progress: bool = True, l
     model.eval()
     info = dict(seconds=round(seconds, 2), steps=steps, seed=seed, key=cache_key(seed, r),
                 threads=torch.get_num_threads(), final_loss=float(loss.detach()),
-                zero_shot_holdout=_holdout_zero_shot(model, tokenizer, fed_idx, r["styles"], size, mean, std))
+                zero_shot_holdout=_holdout_zero_shot(model, tokenizer, corpus.holdout(r), classnames, size, mean, std))
     state = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
     return state, info
 
 
 @torch.no_grad()
-def _holdout_zero_shot(model, tokenizer, idx, styles, size, mean, std) -> dict[str, float]:
-    """Zero-shot accuracy with "a photo of a {}." on the scans *not* used for pretraining, per style."""
-    _, labels = digits.load_scans()
-    y = torch.from_numpy(labels[idx])
-    txt = F.normalize(model.encode_text(_class_tokens(tokenizer, "a photo of a {}.")), dim=-1)
+def _holdout_zero_shot(model, tokenizer, holdout, classnames, size, mean, std) -> dict[str, float]:
+    """Zero-shot accuracy with "a photo of a {}." on images *not* used for pretraining, per style."""
+    txt = F.normalize(model.encode_text(_class_tokens(tokenizer, "a photo of a {}.", classnames)), dim=-1)
     out = {}
-    for s in styles:
-        img = F.normalize(model.encode_image(to_model_input(digits.render(idx, s), size, mean, std)), dim=-1)
+    for s, (images, y) in holdout.items():
+        img = F.normalize(model.encode_image(to_model_input(images, size, mean, std)), dim=-1)
         out[s] = round(float(((img @ txt.T).argmax(1) == y).float().mean()), 4)
     return out

@@ -14,8 +14,8 @@ from typing import Sequence, Union
 import numpy as np
 import torch
 
-from prompts.data import digits
-from prompts.data.partition import partition
+from prompts.data import digits, fonts
+from prompts.data.partition import dirichlet_counts, dirichlet_proportions, partition
 
 Images = Union[torch.Tensor, list, "RenderedDigits"]  # uint8 (N, 3, H, W), image paths, or lazily drawn
 
@@ -29,6 +29,12 @@ class ClientData:
     train_labels: torch.Tensor
     test_images: Images
     test_labels: torch.Tensor
+    # optional (the fonts benchmark has them): a validation split with the client's label mix, for
+    # anything chosen on data, and a class-balanced test split of the client's domain (``acc_domain``)
+    val_images: Images | None = None
+    val_labels: torch.Tensor | None = None
+    domain_test_images: Images | None = None
+    domain_test_labels: torch.Tensor | None = None
 
 
 @dataclass
@@ -171,7 +177,74 @@ def digits_federation(n_domains: int = 3, clients_per_domain: int = 2, alpha: fl
     return fed
 
 
-DATASETS = ("digits", "office_caltech10", "domainnet", "imagefolder", "cifar10", "cifar100")
+_ID_BLOCK = 1_000_000  # sample ids per split (train, val, test, domain test) of one domain and class
+_ID_SEED = 10_000  # sample ids per seed inside a block
+
+
+def fonts_federation(domains: Sequence[str] | None = None, n_domains: int = 4, clients_per_domain: int = 4,
+                     alpha: float = 0.3, seed: int = 0, shots: int = 8, val_per_class: int = 2,
+                     test_per_class: int = 8, domain_test_per_class: int = 4, min_samples: int = 20,
+                     only: Sequence[int] | None = None, max_tries: int = 200) -> Federation:
+    """The font benchmark: ``clients_per_domain`` few-shot clients per typeface domain.
+
+    Default domains are the first ``n_domains`` of ``fonts.UNSEEN_DOMAINS`` then ``fonts.PRETRAIN_DOMAINS``.
+    ``shots`` is the per-class budget *before* label skew: the clients of a domain hold ``shots x
+    clients_per_domain`` training images of each class together, split among them by Dirichlet(alpha)
+    shares (so a client has ``shots`` per class on average, skewed). Its validation and test splits
+    follow the same shares (``val_per_class`` / ``test_per_class`` on average), and its domain test split
+    has ``domain_test_per_class`` images of every class. All splits are disjoint sample ids, none of them a
+    pretraining id, and different seeds draw different images. Shares are redrawn (up to ``max_tries``)
+    until every client has ``min_samples`` training images. Only the clients in ``only`` are rendered.
+    """
+    chosen = list(domains) if domains else (fonts.UNSEEN_DOMAINS + fonts.PRETRAIN_DOMAINS)[:n_domains]
+    unknown = [d for d in chosen if d not in fonts.DOMAIN_NAMES]
+    if unknown or not chosen:
+        raise ValueError(f"font domains {unknown or chosen} unknown; choose from {fonts.DOMAIN_NAMES}")
+    if shots < 1 or min(val_per_class, test_per_class, domain_test_per_class) < 0 or clients_per_domain < 1:
+        raise ValueError("shots and clients_per_domain must be >= 1, the per-class test/val sizes >= 0")
+    if not 0 <= seed < _ID_BLOCK // _ID_SEED or max(shots, val_per_class, test_per_class, domain_test_per_class) \
+            * clients_per_domain > _ID_SEED:
+        raise ValueError("seed must be in [0, 100) and a split's per-class size x clients_per_domain <= 10000")
+    k, n_cls = clients_per_domain, len(fonts.CLASSNAMES)
+    wanted = None if only is None else set(int(c) for c in only)
+    clients = []
+    for di, dom in enumerate(chosen):
+        rng = np.random.default_rng([seed, fonts.DOMAIN_NAMES.index(dom)])
+        for _ in range(max_tries):
+            p = dirichlet_proportions(k, n_cls, alpha, rng)
+            train = dirichlet_counts([shots * k] * n_cls, p)
+            if train.sum(1).min() >= min_samples:
+                break
+        else:
+            raise ValueError(f"could not give every client of domain {dom!r} {min_samples} training images in "
+                             f"{max_tries} draws; raise shots or alpha, or lower min_samples")
+        splits = dict(train=train, val=dirichlet_counts([val_per_class * k] * n_cls, p),
+                      test=dirichlet_counts([test_per_class * k] * n_cls, p),
+                      domain_test=np.full((k, n_cls), domain_test_per_class))
+        for j in range(k):
+            cid = di * k + j
+            if wanted is not None and cid not in wanted:
+                continue
+            drawn = {}
+            for b, (split, counts) in enumerate(splits.items()):
+                start = counts[:j].sum(0)  # ids before this client's, per class
+                labels = np.repeat(np.arange(n_cls), counts[j])
+                ids = b * _ID_BLOCK + seed * _ID_SEED + np.concatenate(
+                    [start[c] + np.arange(counts[j, c]) for c in range(n_cls)]).astype(np.int64)
+                drawn[split] = (fonts.render(dom, labels, ids), torch.from_numpy(labels))
+            clients.append(ClientData(client_id=cid, domain=di, domain_name=dom,
+                                      train_images=drawn["train"][0], train_labels=drawn["train"][1],
+                                      test_images=drawn["test"][0], test_labels=drawn["test"][1],
+                                      val_images=drawn["val"][0], val_labels=drawn["val"][1],
+                                      domain_test_images=drawn["domain_test"][0],
+                                      domain_test_labels=drawn["domain_test"][1]))
+    return Federation(classnames=list(fonts.CLASSNAMES), domain_names=chosen, clients=clients,
+                      meta=dict(dataset="fonts", clients_per_domain=k, alpha=alpha, seed=seed, shots=shots,
+                                val_per_class=val_per_class, test_per_class=test_per_class,
+                                domain_test_per_class=domain_test_per_class, min_samples=min_samples))
+
+
+DATASETS = ("digits", "fonts", "office_caltech10", "domainnet", "imagefolder", "cifar10", "cifar100")
 
 
 def from_config(cfg, seed: int = 0, only: Sequence[int] | None = None) -> Federation:
@@ -186,6 +259,12 @@ def from_config(cfg, seed: int = 0, only: Sequence[int] | None = None) -> Federa
         fed = digits_federation(n_domains=getattr(cfg, "n_domains", 3), domains=getattr(cfg, "domains", None),
                                 only=only, **kw)
         return fed.few_shot(shots, seed) if shots else fed
+    if name == "fonts":  # shots: the per-class budget before label skew, not a cap (see fonts_federation)
+        opt = {o: getattr(cfg, o) for o in ("val_per_class", "test_per_class", "domain_test_per_class")
+               if getattr(cfg, o, None) is not None}
+        return fonts_federation(domains=getattr(cfg, "domains", None), n_domains=getattr(cfg, "n_domains", 4),
+                                shots=shots or 8, only=only, **{k: v for k, v in kw.items() if k != "test_fraction"},
+                                **opt)
     root = getattr(cfg, "root", None)
     if not root:
         raise ValueError(f"dataset {name!r} needs data.root (a local directory); nothing is downloaded")

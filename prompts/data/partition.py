@@ -93,3 +93,26 @@ def label_distribution(labels: np.ndarray, n_classes: int) -> np.ndarray:
     """Normalised class histogram (zeros for an empty set)."""
     h = np.bincount(np.asarray(labels, dtype=np.int64), minlength=n_classes).astype(float)
     return h / h.sum() if h.sum() else h
+
+
+def dirichlet_counts(totals: np.ndarray | list[int], proportions: np.ndarray) -> np.ndarray:
+    """Split ``totals[c]`` items of each class ``c`` among clients by ``proportions[:, c]``: (clients, classes).
+
+    Why: a generative dataset (the fonts) has no fixed pool to partition, only per-class budgets; the
+    same rounding as :func:`partition` (cuts at rounded cumulative shares) keeps the counts exact, so
+    the clients of a domain hold ``totals[c]`` items of class ``c`` together.
+    """
+    p = np.asarray(proportions, dtype=float)
+    out = np.zeros(p.shape, dtype=np.int64)
+    for c, n in enumerate(np.asarray(totals, dtype=np.int64)):
+        cuts = (np.cumsum(p[:, c])[:-1] * n).round().astype(np.int64)
+        out[:, c] = np.diff(np.concatenate([[0], cuts, [n]]))
+    return out
+
+
+def dirichlet_proportions(n_clients: int, n_classes: int, alpha: float, rng: np.random.Generator) -> np.ndarray:
+    """Each class's share per client, ``(clients, classes)``, drawn Dirichlet(alpha) per class as in
+    :func:`partition` (``inf``: an even split)."""
+    if math.isinf(alpha):
+        return np.full((n_clients, n_classes), 1.0 / n_clients)
+    return np.stack([rng.dirichlet(np.full(n_clients, alpha)) for _ in range(n_classes)], axis=1)
