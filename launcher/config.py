@@ -1,24 +1,24 @@
-"""Experiment configuration: typed dataclasses, YAML files, ``key=value`` overrides.
+"""Experiment configuration: OmegaConf structured configs, YAML files, ``key=value`` overrides.
 
-A config is validated as a whole before any party starts, so a typo fails in every
-rank with the same clear message instead of hanging a half-started party world.
+The dataclasses below are the schema and the only source of defaults; OmegaConf merges the
+YAML file and the dotlist overrides onto them and enforces the types. A range check sits
+beside its field (``metadata``), and the few checks that relate fields sit in
+:func:`_check_relations`. A config is validated as a whole before any party starts, so a typo
+fails in every rank with the same clear message instead of hanging a half-started party world.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from launcher.methods import METHODS
-
-DATASETS = ("digits", "office_caltech10", "domainnet", "cifar10", "cifar100", "imagefolder")
-
 
 #: Shortest allowed ``mpc.timeout_s``: below it a loaded 2-core machine fails healthy runs.
 MIN_TIMEOUT_S = 10.0
@@ -28,55 +28,90 @@ class ConfigError(ValueError):
     """A config that cannot run; the message says which key and why."""
 
 
+def _rule(test: Callable[[Any], bool], says: str | Callable[[], str], default: Any = dataclasses.MISSING,
+          **kw: Any) -> Any:
+    """A field whose value must pass ``test``; the error reads ``<key>: <says>, got <value>``
+    (``says`` may be a function, for a list that lives in a module imported only when needed)."""
+    return field(default=default, metadata={"test": test, "says": says}, **kw)
+
+
+def at_least(lo: float, default: Any, says: str = "") -> Any:
+    return _rule(lambda v: v is None or v >= lo, says or f"must be >= {lo:g}", default)
+
+
+def above(lo: float, default: Any, says: str = "") -> Any:
+    return _rule(lambda v: v > lo, says or f"must be > {lo:g}", default)
+
+
+def one_of(choices: tuple, default: Any, says: str = "") -> Any:
+    return _rule(lambda v: v in choices, says or "must be one of " + ", ".join(map(str, choices)), default)
+
+
+def _datasets() -> tuple[str, ...]:
+    from prompts.data.federation import DATASETS  # the loaders' own list (imports torch, hence lazily)
+
+    return DATASETS
+
+
 @dataclass
 class DataConfig:
-    name: str = "digits"
-    root: str | None = None
-    n_domains: int = 3
-    domains: list[str] | None = None  # digits only: which styles (default: the first n_domains)
-    clients_per_domain: int = 2
-    alpha: float = 0.5
-    min_samples: int = 20
-    test_fraction: float = 0.3
-    n_views: int = 1
-    shots: int | None = None  # few-shot: at most this many training images per class per client
+    name: str = _rule(lambda v: v in _datasets(), lambda: "must be one of " + ", ".join(_datasets()), "digits")
+    root: str | None = None  # a local directory; nothing is downloaded
+    n_domains: int = at_least(1, 3)
+    domains: list[str] | None = None  # digits or fonts: which styles (default: the first n_domains)
+    clients_per_domain: int = at_least(1, 2)
+    alpha: float = above(0, 0.5, "Dirichlet concentration must be > 0")
+    min_samples: int = at_least(1, 20)
+    test_fraction: float = _rule(lambda v: 0 < v < 1, "must be in (0, 1)", 0.3)
+    n_views: int = at_least(1, 1)
+    shots: int | None = at_least(1, None, "must be >= 1 (or null for all)")  # few-shot: per class per client
+    # (fonts: required, the per-class budget of a domain's clients on average *before* the label skew)
+    # fonts only: per-class sizes of each client's validation and test splits (on average, with the
+    # client's label mix) and of its class-balanced domain test split (acc_domain)
+    val_per_class: int = at_least(0, 2)
+    test_per_class: int = at_least(1, 8)
+    domain_test_per_class: int = at_least(1, 4)
 
 
 @dataclass
 class ModelConfig:
     name: str = "tiny-digits"
     pretrained: str | None = None
-    n_ctx: int = 4
+    n_ctx: int = at_least(1, 4)
     class_specific: bool = True
     ctx_init: str | None = "a photo of a"  # null: random init (needed when n_ctx differs from its length)
 
 
 @dataclass
 class TrainConfig:
-    epochs: int = 1
-    lr: float = 0.02
-    batch_size: int = 32
-    optimizer: str = "sgd"
+    epochs: int = at_least(0, 1)
+    lr: float = above(0, 0.02)
+    batch_size: int = at_least(1, 32)
+    optimizer: str = one_of(("sgd", "adam"), "sgd", "sgd or adam")
     balanced: bool = False
-    # CoOp-style random crop + flip drawn at every step, so the image encoder runs in every step
-    # (the realistic cost); off: images are encoded once and cached (n_views cached augmentations)
+    # A random affine view drawn at every step, so the image encoder runs in every step (the
+    # realistic cost); off: images are encoded once and cached (n_views cached augmentations)
     augment: bool = False
-    device: str = "auto"  # auto: CUDA when present, else CPU (CrypTen always runs on the CPU)
+    # auto: CUDA when present, else CPU (CrypTen always runs on the CPU)
+    device: str = one_of(("auto", "cpu", "cuda"), "auto", "auto, cpu or cuda")
 
 
 @dataclass
 class MPCConfig:
-    dealer: str = "ttp"
+    dealer: str = one_of(("ttp", "tfp"), "ttp", "ttp or tfp")
     k_min: int = 2
     k_max: int = 4
-    iters: int = 10
-    restarts: int = 4  # Forgy draws per candidate k; the best silhouette among all wins
-    proj_dim: int = 64
-    min_cluster_size: int = 3
-    adapt_every: int = 1
-    timeout_s: float = 120.0
-    address: str = "127.0.0.1"
-    features: str = "drift"  # what is clustered: "drift" (own accumulated updates) or "prompt" (D_i)
+    iters: int = at_least(1, 10)
+    restarts: int = at_least(1, 4)  # Forgy draws per candidate k; the best silhouette among all wins
+    proj_dim: int = at_least(1, 64)
+    min_cluster_size: int = at_least(1, 3)
+    adapt_every: int = at_least(1, 1)
+    timeout_s: float = at_least(MIN_TIMEOUT_S, 120.0, f"must be >= {MIN_TIMEOUT_S:g} s (one MPC step on a busy "
+                                "machine can take seconds; set-up does not count against it)")
+    address: str = _rule(lambda v: bool(v.strip()), "empty; use 127.0.0.1 on one host or rank 0's reachable "
+                         "address", "127.0.0.1")
+    # what is clustered: "drift" (own accumulated updates) or "prompt" (D_i)
+    features: str = one_of(("drift", "prompt"), "drift", "drift or prompt")
     # min_cluster_size < 3 or 2 clients: a cluster member can read another member's prompt
     allow_insecure: bool = False
 
@@ -92,17 +127,17 @@ class EvaluationConfig:
 
 @dataclass
 class DPConfig:
-    epsilon: float = 8.0  # dpfedavg: accounted target; dpfpl: input to its heuristic noise formula
-    delta: float = 1e-5
-    clip: float = 1.0
-    rank: int = 8  # dpfpl: local-prompt factorisation rank, capped at model.n_ctx
+    epsilon: float = above(0, 8.0)  # dpfedavg: accounted target; dpfpl: input to its heuristic noise formula
+    delta: float = _rule(lambda v: 0 < v < 1, "must be in (0, 1)", 1e-5)
+    clip: float = above(0, 1.0)
+    rank: int = at_least(1, 8)  # dpfpl: local-prompt factorisation rank, capped at model.n_ctx
 
 
 @dataclass
 class Config:
-    method: str = "secfpp"
+    method: str = one_of(tuple(METHODS), "secfpp")
     seed: int = 0
-    rounds: int = 5
+    rounds: int = at_least(1, 5)
     out_dir: str = "runs"
     run_name: str | None = None
     data: DataConfig = field(default_factory=DataConfig)
@@ -120,100 +155,50 @@ class Config:
         return dataclasses.asdict(self)
 
 
-# ------------------------------------------------------------------ building and checking
+# ------------------------------------------------------------------ checking
 
 
-def _type_ok(value: Any, annotation: Any) -> tuple[bool, Any]:
-    """Accept ``value`` for ``annotation``; ints are accepted where floats are expected."""
-    origin = typing.get_origin(annotation)
-    if origin in (typing.Union, types.UnionType):
-        for arm in typing.get_args(annotation):
-            ok, v = _type_ok(value, arm)
-            if ok:
-                return True, v
-        return False, value
-    if origin is list:
-        (item,) = typing.get_args(annotation)
-        if not isinstance(value, list):
-            return False, value
-        items = [_type_ok(v, item) for v in value]
-        return all(ok for ok, _ in items), [v for _, v in items]
-    if annotation is type(None):
-        return value is None, value
-    if annotation is float and isinstance(value, int) and not isinstance(value, bool):
-        return True, float(value)
-    if annotation is int and isinstance(value, bool):
-        return False, value
-    return isinstance(value, annotation), value
+def _check_fields(node: Any, prefix: str = "") -> None:
+    """Every field's own rule, depth first, named by its dotted key."""
+    for f in dataclasses.fields(node):
+        value = getattr(node, f.name)
+        if dataclasses.is_dataclass(value):
+            _check_fields(value, f"{prefix}{f.name}.")
+        elif "test" in f.metadata and not f.metadata["test"](value):
+            says = f.metadata["says"]
+            raise ConfigError(f"{prefix}{f.name}: {says() if callable(says) else says}, got {value!r}")
 
 
-def _build(cls: type, raw: dict[str, Any], prefix: str) -> Any:
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {raw!r}")
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(raw) - names)
-    if unknown:
-        raise ConfigError(
-            f"unknown key(s) {', '.join(prefix + u for u in unknown)}; "
-            f"valid keys here: {', '.join(sorted(names))}"
-        )
-    kwargs = {}
-    for name, value in raw.items():
-        hint = hints[name]
-        if dataclasses.is_dataclass(hint):
-            kwargs[name] = _build(hint, value, f"{prefix}{name}.")
-            continue
-        ok, value = _type_ok(value, hint)
-        if not ok:
-            want = getattr(hint, "__name__", str(hint))
-            raise ConfigError(f"{prefix}{name}: expected {want}, got {value!r}")
-        kwargs[name] = value
-    return cls(**kwargs)
+def _check_relations(cfg: Config) -> None:
+    """The checks that involve more than one field (or the method)."""
 
-
-def _check(cfg: Config) -> None:
     def need(cond: bool, msg: str) -> None:
         if not cond:
             raise ConfigError(msg)
 
-    need(cfg.method in METHODS, f"method: must be one of {', '.join(METHODS)}, got {cfg.method!r}")
-    need(cfg.rounds >= 1, f"rounds: must be >= 1, got {cfg.rounds}")
-    d, m, t, p, dp = cfg.data, cfg.model, cfg.train, cfg.mpc, cfg.dp
-    need(d.name in DATASETS, f"data.name: must be one of {', '.join(DATASETS)}, got {d.name!r}")
-    need(d.name == "digits" or d.root is not None, f"data.root: required for data.name={d.name}")
+    d, p = cfg.data, cfg.mpc
+    need(d.name in ("digits", "fonts") or d.root is not None, f"data.root: required for data.name={d.name}")
     need(d.root is None or Path(d.root).expanduser().is_dir(), f"data.root: no such directory {d.root!r}")
-    need(d.min_samples >= 1, f"data.min_samples: must be >= 1, got {d.min_samples}")
-    need(d.n_domains >= 1, f"data.n_domains: must be >= 1, got {d.n_domains}")
-    if d.domains is not None:
-        from prompts.data.digits import DOMAIN_NAMES
+    if d.name == "fonts":
+        from prompts.data.fonts import DOMAIN_NAMES as FONT_DOMAINS
 
-        need(d.name == "digits", f"data.domains: only the digits dataset has selectable styles, not {d.name!r}")
+        need(d.shots is not None, "data.shots: required for data.name=fonts (per-class budget before label skew)")
+        need(d.n_domains <= len(FONT_DOMAINS), f"data.n_domains: the fonts have {len(FONT_DOMAINS)} domains")
+    if d.domains is not None:
+        if d.name == "fonts":
+            from prompts.data.fonts import DOMAIN_NAMES
+        else:
+            from prompts.data.digits import DOMAIN_NAMES
+
+        need(d.name in ("digits", "fonts"), f"data.domains: only digits and fonts have selectable styles, not {d.name!r}")
         bad = sorted(set(d.domains) - set(DOMAIN_NAMES))
         need(not bad, f"data.domains: unknown style(s) {bad}; choose from {', '.join(DOMAIN_NAMES)}")
         need(len(set(d.domains)) == len(d.domains), f"data.domains: repeated style in {d.domains}")
-        need(
-            len(d.domains) == d.n_domains,
-            f"data.domains lists {len(d.domains)} styles but data.n_domains={d.n_domains}; make them agree",
-        )
-    need(d.clients_per_domain >= 1, f"data.clients_per_domain: must be >= 1, got {d.clients_per_domain}")
-    need(d.alpha > 0, f"data.alpha: Dirichlet concentration must be > 0, got {d.alpha}")
-    need(0 < d.test_fraction < 1, f"data.test_fraction: must be in (0, 1), got {d.test_fraction}")
-    need(d.shots is None or d.shots >= 1, f"data.shots: must be >= 1 (or null for all), got {d.shots}")
-    need(d.n_views >= 1, f"data.n_views: must be >= 1, got {d.n_views}")
-    need(m.n_ctx >= 1, f"model.n_ctx: must be >= 1, got {m.n_ctx}")
-    need(t.epochs >= 0, f"train.epochs: must be >= 0, got {t.epochs}")
-    need(t.lr > 0, f"train.lr: must be > 0, got {t.lr}")
-    need(t.batch_size >= 1, f"train.batch_size: must be >= 1, got {t.batch_size}")
-    need(t.optimizer in ("sgd", "adam"), f"train.optimizer: sgd or adam, got {t.optimizer!r}")
-    need(t.device in ("auto", "cpu", "cuda"), f"train.device: auto, cpu or cuda, got {t.device!r}")
-    need(p.dealer in ("ttp", "tfp"), f"mpc.dealer: ttp or tfp, got {p.dealer!r}")
+        need(len(d.domains) == d.n_domains,
+             f"data.domains lists {len(d.domains)} styles but data.n_domains={d.n_domains}; make them agree")
     need(1 <= p.k_min <= p.k_max, f"mpc: need 1 <= k_min <= k_max, got {p.k_min}..{p.k_max}")
     if cfg.method in ("secfpp", "clustered"):
-        need(
-            p.k_max <= cfg.n_clients,
-            f"mpc.k_max={p.k_max} exceeds the number of clients ({cfg.n_clients})",
-        )
+        need(p.k_max <= cfg.n_clients, f"mpc.k_max={p.k_max} exceeds the number of clients ({cfg.n_clients})")
         need(cfg.n_clients >= 2, "secure clustering needs at least 2 clients")
         need(
             p.allow_insecure or (p.min_cluster_size >= 3 and cfg.n_clients >= 3),
@@ -221,47 +206,74 @@ def _check(cfg: Config) -> None:
             "another's prompt from a cluster mean (needs min_cluster_size >= 3 and >= 3 clients); "
             "set mpc.allow_insecure=true to run it anyway",
         )
-    need(p.features in ("drift", "prompt"), f"mpc.features: drift or prompt, got {p.features!r}")
-    need(p.iters >= 1, f"mpc.iters: must be >= 1, got {p.iters}")
-    need(p.restarts >= 1, f"mpc.restarts: must be >= 1, got {p.restarts}")
-    need(p.proj_dim >= 1, f"mpc.proj_dim: must be >= 1, got {p.proj_dim}")
-    need(p.min_cluster_size >= 1, f"mpc.min_cluster_size: must be >= 1, got {p.min_cluster_size}")
-    need(p.adapt_every >= 1, f"mpc.adapt_every: must be >= 1, got {p.adapt_every}")
-    need(p.timeout_s >= MIN_TIMEOUT_S, f"mpc.timeout_s: must be >= {MIN_TIMEOUT_S:g} s (one MPC step on a busy "
-         f"machine can take seconds; set-up does not count against it), got {p.timeout_s}")
-    need(bool(p.address.strip()), "mpc.address: empty; use 127.0.0.1 on one host or rank 0's reachable address")
-    need(dp.epsilon > 0, f"dp.epsilon: must be > 0, got {dp.epsilon}")
-    need(0 < dp.delta < 1, f"dp.delta: must be in (0, 1), got {dp.delta}")
-    need(dp.clip > 0, f"dp.clip: must be > 0, got {dp.clip}")
-    need(dp.rank >= 1, f"dp.rank: must be >= 1, got {dp.rank}")
 
 
-def parse_override(item: str) -> tuple[list[str], Any]:
-    """``a.b=value`` -> (["a", "b"], value parsed as YAML, so 3 is an int and null is None)."""
+# ------------------------------------------------------------------ building
+
+
+def _sections_are_mappings(raw: dict[str, Any], cls: type, prefix: str) -> None:
+    """Name the key when a section is given a scalar (OmegaConf's own message names none)."""
+    for f in dataclasses.fields(cls):
+        sub = f.default_factory if f.default_factory is not dataclasses.MISSING else None
+        if sub is not None and dataclasses.is_dataclass(sub) and f.name in raw:
+            if not isinstance(raw[f.name], (dict, DictConfig)):
+                raise ConfigError(f"{prefix}{f.name}: expected a mapping, got {raw[f.name]!r}")
+            _sections_are_mappings(raw[f.name], sub, f"{prefix}{f.name}.")
+
+
+def _explain(err: OmegaConfBaseException) -> ConfigError:
+    """OmegaConf's error, reworded to name the key and what it accepts."""
+    key = getattr(err, "full_key", None) or "config"
+    if isinstance(err, ConfigKeyError):
+        parent = key.rpartition(".")[0]
+        node: Any = Config
+        for part in filter(None, parent.split(".")):
+            node = {f.name: f.default_factory for f in dataclasses.fields(node)}.get(part, node)
+        valid = ", ".join(sorted(f.name for f in dataclasses.fields(node)))
+        return ConfigError(f"unknown key(s) {key}; valid keys here: {valid}")
+    want = getattr(getattr(err, "ref_type", None), "__name__", None)
+    field_type = _field_type(key)
+    value = getattr(err, "value", None)
+    return ConfigError(f"{key}: expected {field_type or want or 'another type'}, got {value!r}")
+
+
+def _field_type(key: str) -> str | None:
+    node: Any = Config
+    for part in key.split("."):
+        fields = {f.name: f for f in dataclasses.fields(node)} if dataclasses.is_dataclass(node) else {}
+        if part not in fields:
+            return None
+        f = fields[part]
+        node = f.default_factory if f.default_factory is not dataclasses.MISSING else f.type
+    return node if isinstance(node, str) else None
+
+
+def parse_override(item: str) -> str:
+    """Check that ``item`` is ``a.b=value``; the value is parsed as YAML by OmegaConf (3: int, null: None)."""
     if "=" not in item:
         raise ConfigError(f"override {item!r} is not of the form key=value (e.g. mpc.k_max=3)")
-    key, _, text = item.partition("=")
+    key = item.partition("=")[0]
     if not key or any(not part for part in key.split(".")):
         raise ConfigError(f"override {item!r}: empty key")
+    return item
+
+
+def build(raw: dict[str, Any], overrides: list[str] = ()) -> Config:
+    """Schema <- ``raw`` <- overrides, typed by OmegaConf, then checked."""
+    _sections_are_mappings(raw, Config, "")
     try:
-        value = yaml.safe_load(text) if text else ""
-    except yaml.YAMLError as err:
-        raise ConfigError(f"override {item!r}: value is not valid YAML ({err})") from None
-    return key.split("."), value
-
-
-def merge(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    out = dict(raw)
-    for item in overrides:
-        path, value = parse_override(item)
-        node = out
-        for part in path[:-1]:
-            child = node.get(part)
-            child = dict(child) if isinstance(child, dict) else {}
-            node[part] = child
-            node = child
-        node[path[-1]] = value
-    return out
+        dots = OmegaConf.from_dotlist([parse_override(o) for o in overrides])
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"overrides {list(overrides)}: {err.msg}") from None
+    _sections_are_mappings(OmegaConf.to_container(dots), Config, "")
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(Config), raw, dots)
+        cfg = OmegaConf.to_object(merged)
+    except OmegaConfBaseException as err:
+        raise _explain(err) from None
+    _check_fields(cfg)
+    _check_relations(cfg)
+    return cfg
 
 
 def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
@@ -274,12 +286,8 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
         raw = yaml.safe_load(path.read_text()) or {}
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: the top level must be a mapping")
-    cfg = _build(Config, merge(raw, list(overrides)), "")
-    _check(cfg)
-    return cfg
+    return build(raw, list(overrides))
 
 
 def from_dict(raw: dict[str, Any]) -> Config:
-    cfg = _build(Config, raw, "")
-    _check(cfg)
-    return cfg
+    return build(raw)

@@ -30,13 +30,14 @@ def main(argv: list[str]) -> int:
         torch.set_num_threads(args.threads)
 
     from prompts.backbone import load_backbone
-    from prompts.data import digits_federation
+    from launcher.config import DataConfig
+    from prompts.data import from_config
     from prompts.features import OnTheFlyFeatures, compute_features
     from prompts.learner import PromptLearner
     from prompts.training import train_local
 
     bb = load_backbone(args.model, args.pretrained, device=args.device)
-    fed = digits_federation(n_domains=3, clients_per_domain=2, seed=args.seed)
+    fed = from_config(DataConfig(n_domains=3, clients_per_domain=2), seed=args.seed)
     client, client_classnames = fed.clients[0], fed.classnames
     images, labels = client.train_images, client.train_labels
     epochs = -(-args.steps * args.batch_size // len(labels))  # enough epochs; max_steps stops exactly

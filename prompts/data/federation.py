@@ -120,8 +120,9 @@ def _take(images: Images, idx: np.ndarray) -> Images:
     return [images[int(i)] for i in idx]
 
 
-def build_federation(ds, clients_per_domain: int = 2, alpha: float = 0.5, seed: int = 0,
-                     min_samples: int = 10, test_fraction: float = 0.25, only: Sequence[int] | None = None) -> Federation:
+def build_federation(ds, clients_per_domain: int | None = None, alpha: float | None = None, seed: int = 0,
+                     min_samples: int | None = None, test_fraction: float | None = None,
+                     only: Sequence[int] | None = None) -> Federation:
     """Partition ``ds`` (domain skew x Dirichlet label skew) into clients.
 
     ``ds`` is a ``DomainDataset``, or a data config object (attributes ``name``, ``root``, ``n_domains``,
@@ -129,9 +130,12 @@ def build_federation(ds, clients_per_domain: int = 2, alpha: float = 0.5, seed: 
     loaded by name (see ``from_config``) and the other arguments except ``seed`` and ``only`` are taken
     from it. ``only``: build just these clients. The partition is computed from every sample's label
     and domain (a simulation's public bookkeeping), but only these clients' images are read or drawn.
+    The partition parameters have no defaults here: the launcher's config schema is their one source.
     """
     if not isinstance(ds, DomainDataset):
         return from_config(ds, seed=seed, only=only)
+    if None in (clients_per_domain, alpha, min_samples, test_fraction):
+        raise TypeError("build_federation needs clients_per_domain, alpha, min_samples and test_fraction")
     splits = partition(ds.domains, ds.labels, clients_per_domain, alpha, seed, min_samples, test_fraction)
     if only is not None:
         wanted = set(int(c) for c in only)
@@ -167,8 +171,8 @@ def digits_dataset(n_domains: int = 3, domains: Sequence[str | int] | None = Non
                          domain_names=[digits.DOMAIN_NAMES[s] for s in style_ids])
 
 
-def digits_federation(n_domains: int = 3, clients_per_domain: int = 2, alpha: float = 0.5, seed: int = 0,
-                      min_samples: int = 20, test_fraction: float = 0.25, domains: Sequence[str | int] | None = None,
+def digits_federation(n_domains: int, clients_per_domain: int, alpha: float, seed: int, min_samples: int,
+                      test_fraction: float, domains: Sequence[str | int] | None = None,
                       only: Sequence[int] | None = None) -> Federation:
     """The offline default federation: digits x styles, ``n_domains * clients_per_domain`` clients."""
     ds = digits_dataset(n_domains, domains)
@@ -181,10 +185,9 @@ _ID_BLOCK = 1_000_000  # sample ids per split (train, val, test, domain test) of
 _ID_SEED = 10_000  # sample ids per seed inside a block
 
 
-def fonts_federation(domains: Sequence[str] | None = None, n_domains: int = 4, clients_per_domain: int = 4,
-                     alpha: float = 0.3, seed: int = 0, shots: int = 8, val_per_class: int = 2,
-                     test_per_class: int = 8, domain_test_per_class: int = 4, min_samples: int = 20,
-                     only: Sequence[int] | None = None, max_tries: int = 200) -> Federation:
+def fonts_federation(domains: Sequence[str] | None, n_domains: int, clients_per_domain: int, alpha: float, seed: int,
+                     shots: int, val_per_class: int, test_per_class: int, domain_test_per_class: int,
+                     min_samples: int, only: Sequence[int] | None = None, max_tries: int = 200) -> Federation:
     """The font benchmark: ``clients_per_domain`` few-shot clients per typeface domain.
 
     Default domains are the first ``n_domains`` of ``fonts.UNSEEN_DOMAINS`` then ``fonts.PRETRAIN_DOMAINS``.
@@ -248,24 +251,23 @@ DATASETS = ("digits", "fonts", "office_caltech10", "domainnet", "imagefolder", "
 
 
 def from_config(cfg, seed: int = 0, only: Sequence[int] | None = None) -> Federation:
-    """Federation from a data config (duck-typed, see ``build_federation``); ``name`` in ``DATASETS``."""
+    """Federation from a data config (the launcher's ``DataConfig`` or any object with its attributes:
+    no defaults here, so a config and a library call cannot disagree); ``name`` in ``DATASETS``."""
     from prompts.data import folders
 
-    name = getattr(cfg, "name", "digits")
-    kw = dict(clients_per_domain=getattr(cfg, "clients_per_domain", 2), alpha=getattr(cfg, "alpha", 0.5),
-              seed=seed, min_samples=getattr(cfg, "min_samples", 20), test_fraction=getattr(cfg, "test_fraction", 0.25))
-    shots = getattr(cfg, "shots", None)
+    name = cfg.name
+    kw = dict(clients_per_domain=cfg.clients_per_domain, alpha=cfg.alpha, seed=seed, min_samples=cfg.min_samples,
+              test_fraction=cfg.test_fraction)
+    shots = cfg.shots
     if name == "digits":
-        fed = digits_federation(n_domains=getattr(cfg, "n_domains", 3), domains=getattr(cfg, "domains", None),
-                                only=only, **kw)
+        fed = digits_federation(n_domains=cfg.n_domains, domains=cfg.domains, only=only, **kw)
         return fed.few_shot(shots, seed) if shots else fed
     if name == "fonts":  # shots: the per-class budget before label skew, not a cap (see fonts_federation)
-        opt = {o: getattr(cfg, o) for o in ("val_per_class", "test_per_class", "domain_test_per_class")
-               if getattr(cfg, o, None) is not None}
-        return fonts_federation(domains=getattr(cfg, "domains", None), n_domains=getattr(cfg, "n_domains", 4),
-                                shots=shots or 8, only=only, **{k: v for k, v in kw.items() if k != "test_fraction"},
-                                **opt)
-    root = getattr(cfg, "root", None)
+        return fonts_federation(domains=cfg.domains, n_domains=cfg.n_domains, shots=shots,
+                                val_per_class=cfg.val_per_class, test_per_class=cfg.test_per_class,
+                                domain_test_per_class=cfg.domain_test_per_class, only=only,
+                                **{k: v for k, v in kw.items() if k != "test_fraction"})
+    root = cfg.root
     if not root:
         raise ValueError(f"dataset {name!r} needs data.root (a local directory); nothing is downloaded")
     loaders = {"office_caltech10": folders.office_caltech10, "domainnet": folders.domainnet,

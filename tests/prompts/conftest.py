@@ -27,7 +27,7 @@ def random_tiny():
 def digits_fed():
     from prompts.data import digits_federation
 
-    return digits_federation(n_domains=3, clients_per_domain=2, alpha=0.5, seed=0)
+    return digits_federation(n_domains=3, clients_per_domain=2, alpha=0.5, seed=0, min_samples=20, test_fraction=0.25)
 
 
 def state_bytes(model: torch.nn.Module) -> dict[str, bytes]:

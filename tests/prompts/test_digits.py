@@ -41,7 +41,8 @@ def test_a_rank_builds_only_its_own_clients(digits_fed):
     """``only=`` gives exactly the full federation's clients, drawing only their images."""
     from prompts.data import digits_federation
 
-    part = digits_federation(n_domains=3, clients_per_domain=2, alpha=0.5, seed=0, only=[4, 1])
+    part = digits_federation(n_domains=3, clients_per_domain=2, alpha=0.5, seed=0, min_samples=20,
+                             test_fraction=0.25, only=[4, 1])
     assert sorted(c.client_id for c in part.clients) == [1, 4]
     for cid in (1, 4):
         a, b = digits_fed.client(cid), part.client(cid)

@@ -31,7 +31,7 @@ def test_office_caltech10_layout_and_federation(tmp_path, random_tiny):
     assert len(ds) == 4 * 3 * 6 and np.bincount(ds.domains).tolist() == [18] * 4
     sub = office_caltech10(root, domains=["dslr", "webcam"])
     assert sub.domain_names == ["dslr", "webcam"] and len(sub) == 36
-    fed = build_federation(ds, clients_per_domain=2, alpha=1.0, seed=0, min_samples=4)
+    fed = build_federation(ds, clients_per_domain=2, alpha=1.0, seed=0, min_samples=4, test_fraction=0.25)
     assert fed.n_clients == 8 and fed.classnames == CLASSES
     c = fed.clients[0]
     f = compute_features(random_tiny, c.train_images)  # paths through the backbone's PIL preprocess

@@ -81,7 +81,7 @@ def test_dirichlet_counts_exact_per_class():
 
 def test_fonts_federation_shots_and_skew():
     k, shots = 4, 4
-    fed = fonts_federation(domains=["techno", "display"], clients_per_domain=k, alpha=0.3, seed=1, shots=shots,
+    fed = fonts_federation(domains=["techno", "display"], n_domains=2, clients_per_domain=k, alpha=0.3, seed=1, shots=shots,
                            val_per_class=1, test_per_class=2, domain_test_per_class=1, min_samples=10)
     assert fed.n_clients == 2 * k and fed.true_domains == [0] * k + [1] * k
     for d in range(2):
@@ -95,7 +95,7 @@ def test_fonts_federation_shots_and_skew():
             assert tr.sum() >= 10 and ((tr == 0) <= (te <= 2)).all()  # test follows the client's classes
             assert (np.bincount(c.domain_test_labels.numpy(), minlength=36) == 1).all()  # balanced, all classes
             assert len(c.val_labels) > 0 and c.train_images.shape[1:] == (3, 32, 32)
-    one = fonts_federation(domains=["techno", "display"], clients_per_domain=k, alpha=0.3, seed=1, shots=shots,
+    one = fonts_federation(domains=["techno", "display"], n_domains=2, clients_per_domain=k, alpha=0.3, seed=1, shots=shots,
                            val_per_class=1, test_per_class=2, domain_test_per_class=1, min_samples=10, only=[5])
     assert [c.client_id for c in one.clients] == [5]
     assert torch.equal(one.clients[0].train_images, fed.clients[5].train_images)

@@ -79,7 +79,7 @@ def test_min_samples_and_errors():
 def test_few_shot_keeps_at_most_shots_per_class_and_is_seeded():
     from prompts.data.federation import digits_federation
 
-    fed = digits_federation(n_domains=2, clients_per_domain=2, alpha=5.0, seed=0)
+    fed = digits_federation(n_domains=2, clients_per_domain=2, alpha=5.0, seed=0, min_samples=20, test_fraction=0.25)
     few = fed.few_shot(3, seed=1)
     for full, c in zip(fed.clients, few.clients):
         counts = np.bincount(c.train_labels.numpy(), minlength=10)
