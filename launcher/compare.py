@@ -78,28 +78,52 @@ def _aggregate(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "acc_std_over_seeds": statistics.pstdev(per_seed) if len(per_seed) > 1 else 0.0,
             "epsilon_heuristic": methods.get(method).heuristic_epsilon,
         }
+        row["acc_per_domain"] = _per_domain(runs, "final_acc_per_domain")
+        if all("final_acc_domain" in r["summary"] for r in runs):  # the fonts benchmark's second metric
+            per_client_d = [a for r in runs for a in r["summary"]["final_acc_domain_per_client"].values()]
+            row["acc_domain_mean"] = statistics.fmean(per_client_d)
+            row["acc_domain_std"] = statistics.pstdev(per_client_d)
+            row["acc_domain_per_domain"] = _per_domain(runs, "final_acc_domain_per_domain")
         mpc = [r["summary"]["mpc_over_local"] for r in runs if "mpc_over_local" in r["summary"]]
         if mpc:
             row["mpc_over_local"] = statistics.fmean(mpc)
         ari = [r["summary"]["ari_per_round"][-1] for r in runs if r["summary"].get("ari_per_round")]
         if ari:
             row["final_ari"] = statistics.fmean(ari)
+            row["ari_per_round"] = _mean_curve([r["summary"]["ari_per_round"] for r in runs])
+            row["k_per_round"] = {f"seed {r['seed']}": r["summary"]["k_per_round"] for r in runs
+                                  if "k_per_round" in r["summary"]}
         rows.append(row)
     return rows
 
 
+def _per_domain(runs: list[dict[str, Any]], key: str) -> dict[str, float]:
+    """Mean over seeds of each domain's mean over its clients, keyed by the domain's index."""
+    doms = sorted({d for r in runs for d in r["summary"][key]}, key=int)
+    return {d: statistics.fmean(r["summary"][key][d] for r in runs if d in r["summary"][key]) for d in doms}
+
+
+def _mean_curve(curves: list[list[float]]) -> list[float]:
+    n = min(len(c) for c in curves)
+    return [statistics.fmean(c[i] for c in curves) for i in range(n)]
+
+
 def _table(rows: list[dict[str, Any]]) -> str:
+    dom = any("acc_domain_mean" in r for r in rows)  # datasets with a class-balanced domain test split
     lines = [
-        "| method | epsilon | accuracy (%) mean ± std over clients x seeds | std over seeds | final ARI | MPC/local time | seeds |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| method | epsilon | accuracy (%) mean ± std over clients x seeds | "
+        + ("acc_domain (%) | " if dom else "") + "std over seeds | final ARI | MPC/local time | seeds |",
+        "| --- | --- | --- | " + ("--- | " if dom else "") + "--- | --- | --- | --- |",
     ]
     for r in rows:
         eps = "—" if r["epsilon"] is None else f"{r['epsilon']:g}" + ("*" if r.get("epsilon_heuristic") else "")
         ari = f"{r['final_ari']:.2f}" if "final_ari" in r else "—"
         ratio = f"{r['mpc_over_local']:.1f}" if "mpc_over_local" in r else "—"
+        adom = (f"{100 * r['acc_domain_mean']:.1f} ± {100 * r['acc_domain_std']:.1f} | " if "acc_domain_mean" in r
+                else "— | ") if dom else ""
         lines.append(
-            f"| {r['method']} | {eps} | {100 * r['acc_mean']:.1f} ± {100 * r['acc_std']:.1f} "
-            f"| {100 * r['acc_std_over_seeds']:.1f} | {ari} | {ratio} | {r['seeds']} |"
+            f"| {r['method']} | {eps} | {100 * r['acc_mean']:.1f} ± {100 * r['acc_std']:.1f} | {adom}"
+            f"{100 * r['acc_std_over_seeds']:.1f} | {ari} | {ratio} | {r['seeds']} |"
         )
     if any(r.get("epsilon_heuristic") for r in rows):
         lines += ["", "\\* heuristic epsilon (DP-FPL's noise formula, no accountant): not comparable with an accounted one."]
@@ -144,14 +168,18 @@ def _plots(out: Path, results: list[dict[str, Any]], rows: list[dict[str, Any]])
     dp_rows = [r for r in rows if r["epsilon"] is not None]
     if dp_rows:
         fig, ax = plt.subplots(figsize=(5, 3.5))
-        for method in sorted({r["method"] for r in dp_rows}):
-            pts = sorted((r["epsilon"], 100 * r["acc_mean"]) for r in dp_rows if r["method"] == method)
-            heuristic = any(r.get("epsilon_heuristic") for r in dp_rows if r["method"] == method)
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o",
-                    label=method + (" (heuristic eps)" if heuristic else ""))
-        for r in rows:
-            if r["method"] == "secfpp":
-                ax.axhline(100 * r["acc_mean"], color="k", linestyle="--", label="secfpp (no noise)")
+        metrics = [("acc_mean", "acc", "-")] + ([("acc_domain_mean", "acc_domain", ":")]
+                                                if all("acc_domain_mean" in r for r in rows) else [])
+        for key, name, style in metrics:
+            for method in sorted({r["method"] for r in dp_rows}):
+                pts = sorted((r["epsilon"], 100 * r[key]) for r in dp_rows if r["method"] == method)
+                heuristic = any(r.get("epsilon_heuristic") for r in dp_rows if r["method"] == method)
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", linestyle=style,
+                        label=f"{method} {name}" + (" (heuristic eps)" if heuristic else ""))
+            for r in rows:
+                if r["method"] in ("secfpp", "local"):
+                    ax.axhline(100 * r[key], color="k" if r["method"] == "secfpp" else "grey", linestyle=style,
+                               label=f"{r['method']} {name} (no noise)")
         ax.set_xscale("log")
         eps = sorted({r["epsilon"] for r in dp_rows})
         ax.set_xticks(eps)

@@ -18,6 +18,8 @@ LAST_ROUNDS = 3
 
 def round_line(row: dict[str, Any]) -> str:
     parts = [f"round {row['round']:>3}", f"acc {100 * row['mean_acc']:5.1f}%"]
+    if "mean_acc_domain" in row:
+        parts.append(f"acc_domain {100 * row['mean_acc_domain']:5.1f}%")
     if "k" in row:
         parts.append(f"k={row['k']}")
     if "ari" in row:
@@ -54,6 +56,16 @@ def summarise(cfg: Config, rows: list[dict[str, Any]], domains: dict[int, int]) 
         "insecure_dealer": bool(final.get("insecure_dealer", False)),
         "evaluation_gathered": cfg.evaluation.gather,
     }
+    for key in ("acc_domain", "acc_val"):  # the extra evaluation splits (fonts), as ``acc`` above
+        if key in final:
+            by_domain: dict[int, list[float]] = {}
+            for cid, acc in final[key].items():
+                by_domain.setdefault(domains[int(cid)], []).append(acc)
+            summary[f"final_{key}"] = final[f"mean_{key}"]
+            summary[f"zeroshot_{key}"] = rows[0].get(f"zeroshot_{key}")
+            summary[f"final_{key}_per_client"] = final[key]
+            summary[f"final_{key}_per_domain"] = {str(d): statistics.fmean(v) for d, v in sorted(by_domain.items())}
+            summary[f"{key}_per_round"] = [r[f"mean_{key}"] for r in rows]
     if "mpc" in final:
         summary["mpc_s_per_round"] = statistics.fmean(r["mpc"]["seconds"] for r in rows)
         summary["mpc_rounds_per_round"] = statistics.fmean(r["mpc"]["rounds"] for r in rows)
@@ -90,6 +102,8 @@ def plot_run(rd: RunDir, rows: list[dict[str, Any]]) -> Path:
     fig, ax = plt.subplots(figsize=(5, 3.2))
     xs = [r["round"] for r in rows]
     ax.plot(xs, [100 * r["mean_acc"] for r in rows], marker="o", label="mean over clients")
+    if "mean_acc_domain" in rows[-1]:
+        ax.plot(xs, [100 * r["mean_acc_domain"] for r in rows], marker="s", label="acc_domain (balanced)")
     if "zeroshot_acc" in rows[0]:  # what training bought
         ax.axhline(100 * rows[0]["zeroshot_acc"], color="grey", linestyle="--", label="zero-shot")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))

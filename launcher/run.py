@@ -27,7 +27,7 @@ import logging
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +53,13 @@ class Client:
     train_y: torch.Tensor
     test_x: torch.Tensor
     test_y: torch.Tensor
+    # datasets that have them (fonts): the class-balanced test split of the client's domain
+    # (``acc_domain``) and the validation split with its label mix (``acc_val``, for choices on data)
+    extra: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
+
+
+#: metrics row key -> ClientData split, for the evaluation splits beyond ``test``
+EXTRA_SPLITS = {"acc_domain": "domain_test", "acc_val": "val"}
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
@@ -140,6 +147,10 @@ def build_clients(cfg: Config, client_ids: list[int]) -> tuple[list[Client], Any
                 train_y=cd.train_labels,
                 test_x=compute_features(backbone, cd.test_images)[:, 0],
                 test_y=cd.test_labels,
+                extra={key: (compute_features(backbone, getattr(cd, f"{split}_images"))[:, 0],
+                             getattr(cd, f"{split}_labels"))
+                       for key, split in EXTRA_SPLITS.items()
+                       if getattr(cd, f"{split}_labels", None) is not None and len(getattr(cd, f"{split}_labels"))},
             )
         )
     return clients, backbone, fed.classnames
@@ -214,13 +225,26 @@ def _set_up(cfg: Config, rd: RunDir, rank: int, n_client_ranks: int, resume: boo
 # ------------------------------------------------------------------------------- loop
 
 
-def _evaluate(clients: list[Client], backbone: Any, classnames: list[str], zero_shot: bool) -> dict[int, float]:
-    """Test accuracy per client: of its prompt, or of the hand-written prompts (``zero_shot``)."""
+def _evaluate(clients: list[Client], backbone: Any, classnames: list[str], zero_shot: bool,
+              split: str = "acc") -> dict[int, float]:
+    """Accuracy per client on its test split (``split="acc"``) or one of ``EXTRA_SPLITS`` (clients that
+    have it): of its prompt, or of the hand-written prompts (``zero_shot``)."""
     from prompts.training import evaluate, zero_shot_accuracy
 
+    data = {c.cid: (c.test_x, c.test_y) if split == "acc" else c.extra[split]
+            for c in clients if split == "acc" or split in c.extra}
     if zero_shot:
-        return {c.cid: zero_shot_accuracy(backbone, classnames, c.test_x, c.test_y) for c in clients}
-    return {c.cid: evaluate(c.learner, c.test_x, c.test_y) for c in clients}
+        return {c.cid: zero_shot_accuracy(backbone, classnames, *data[c.cid]) for c in clients if c.cid in data}
+    return {c.cid: evaluate(c.learner, *data[c.cid]) for c in clients if c.cid in data}
+
+
+def _evaluate_all(clients: list[Client], backbone: Any, classnames: list[str], zero_shot: bool) -> dict[str, Any]:
+    """``{"acc": ..., "acc_domain": ..., "acc_val": ...}``: every split this rank's clients have."""
+    out = {"acc": _evaluate(clients, backbone, classnames, zero_shot)}
+    for key in EXTRA_SPLITS:
+        if any(key in c.extra for c in clients):
+            out[key] = _evaluate(clients, backbone, classnames, zero_shot, key)
+    return out
 
 
 def _round_row(cfg: Config, round_idx: int, parts: list[dict[str, Any]], clients_domain: dict[int, int]) -> dict[str, Any]:
@@ -242,6 +266,14 @@ def _round_row(cfg: Config, round_idx: int, parts: list[dict[str, Any]], clients
     }
     if zeroshot:
         row["zeroshot_acc"] = sum(zeroshot.values()) / len(zeroshot)
+    for key in EXTRA_SPLITS:
+        extra = {k: v for part in parts for k, v in part.get(key, {}).items()}
+        if extra:
+            row[key] = {str(k): v for k, v in sorted(extra.items())}
+            row[f"mean_{key}"] = sum(extra.values()) / len(extra)
+        zs = [v for part in parts for v in part.get(f"zeroshot_{key}", {}).values()]
+        if zs:
+            row[f"zeroshot_{key}"] = sum(zs) / len(zs)
     info = parts[0]["info"]
     for key in ("k", "insecure_dealer", "epsilon", "epsilon_heuristic"):
         if key in info:
@@ -362,10 +394,11 @@ def run(cfg: Config, world: World, run_dir: Path | None = None, resume: bool = F
         faults.enter("evaluate", r)
         for c in clients:
             c.learner.set_domain_prompt(out.prompts[c.cid])
-        acc = _evaluate(clients, backbone, classnames, zero_shot=not strategy.trains)
-        part = {"acc": acc, "train_s": train_s, "agg_s": agg_s, "info": out.info}
+        part = {**_evaluate_all(clients, backbone, classnames, zero_shot=not strategy.trains),
+                "train_s": train_s, "agg_s": agg_s, "info": out.info}
         if r == 0:  # the reference level: hand-written prompts, nothing trained
-            part["zeroshot"] = _evaluate(clients, backbone, classnames, zero_shot=True)
+            zs = _evaluate_all(clients, backbone, classnames, zero_shot=True)
+            part.update({"zeroshot" if k == "acc" else f"zeroshot_{k}": v for k, v in zs.items()})
         parts = clients_world.gather(part) if gather else [part]
         faults.enter("checkpoint", r)
         rd.save_shard(

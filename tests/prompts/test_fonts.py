@@ -100,3 +100,4 @@ def test_fonts_federation_shots_and_skew():
     assert [c.client_id for c in one.clients] == [5]
     assert torch.equal(one.clients[0].train_images, fed.clients[5].train_images)
     assert not torch.equal(fed.clients[0].domain_test_images, fed.clients[1].domain_test_images)
+
