@@ -22,6 +22,7 @@ from typing import Any
 
 from launcher.config import ConfigError, load_config
 from launcher.ranks import world_size
+from launcher.rundir import RunDir
 from launcher import methods
 
 DEFAULT_METHODS = ",".join(methods.METHODS)
@@ -154,7 +155,7 @@ def _plots(out: Path, results: list[dict[str, Any]], rows: list[dict[str, Any]])
     curves: dict[str, list[list[float]]] = {}
     for r in results:
         label = r["method"] + (f" eps={r['epsilon']:g}" if r["epsilon"] is not None else "")
-        curves.setdefault(label, []).append([m["mean_acc"] for m in r["metrics"]])
+        curves.setdefault(label, []).append([m.mean_acc for m in r["metrics"]])
     colours = plt.get_cmap("tab20").colors  # > 10 curves: tab10 would repeat colours
     markers = "os^vDP*Xh<>"
     for j, (label, runs) in enumerate(sorted(curves.items())):
@@ -223,7 +224,7 @@ def main(argv: list[str]) -> int:
             print(f"error: run {run_dir} failed (exit {done.returncode})", file=sys.stderr)
             return 1
         summary = json.loads((run_dir / "summary.json").read_text())
-        metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+        metrics = RunDir(run_dir).read_metrics()
         results.append({**job, "run_dir": str(run_dir), "summary": summary, "metrics": metrics})
     rows = _aggregate(results)
     out.mkdir(parents=True, exist_ok=True)

@@ -35,6 +35,7 @@ import torch
 
 from launcher import faults
 from launcher.config import Config, ConfigError, from_dict, load_config
+from launcher.metrics import RoundRow
 from launcher.rundir import CheckpointError, RunDir, config_hash
 from launcher.methods import get as get_method, make_strategy
 from launcher.strategies import RoundInput
@@ -247,56 +248,6 @@ def _evaluate_all(clients: list[Client], backbone: Any, classnames: list[str], z
     return out
 
 
-def _round_row(cfg: Config, round_idx: int, parts: list[dict[str, Any]], clients_domain: dict[int, int]) -> dict[str, Any]:
-    """One metrics row from the parts in hand: every client rank's (rank 0, ``evaluation.gather``)
-    or this rank's own."""
-    acc: dict[int, float] = {}
-    for part in parts:
-        acc.update(part["acc"])
-    train_s = max(p["train_s"] for p in parts)
-    agg_s = max(p["agg_s"] for p in parts)
-    zeroshot = {k: v for part in parts for k, v in part.get("zeroshot", {}).items()}
-    row: dict[str, Any] = {
-        "round": round_idx + 1,
-        "method": cfg.method,
-        "seed": cfg.seed,
-        "acc": {str(k): v for k, v in sorted(acc.items())},
-        "mean_acc": sum(acc.values()) / len(acc),
-        "time": {"local_train_s": train_s, "aggregate_s": agg_s},
-    }
-    if zeroshot:
-        row["zeroshot_acc"] = sum(zeroshot.values()) / len(zeroshot)
-    for key in EXTRA_SPLITS:
-        extra = {k: v for part in parts for k, v in part.get(key, {}).items()}
-        if extra:
-            row[key] = {str(k): v for k, v in sorted(extra.items())}
-            row[f"mean_{key}"] = sum(extra.values()) / len(extra)
-        zs = [v for part in parts for v in part.get(f"zeroshot_{key}", {}).values()]
-        if zs:
-            row[f"zeroshot_{key}"] = sum(zs) / len(zs)
-    info = parts[0]["info"]
-    for key in ("k", "insecure_dealer", "epsilon", "epsilon_heuristic"):
-        if key in info:
-            row[key] = info[key]
-    if "mpc" in info:
-        row["mpc"] = {
-            "seconds": max(p["info"]["mpc"]["seconds"] for p in parts),
-            "rounds": max(p["info"]["mpc"]["rounds"] for p in parts),
-            "bytes_per_party": max(p["info"]["mpc"]["bytes"] for p in parts),
-        }
-        row["time"]["mpc_over_local"] = row["mpc"]["seconds"] / train_s if train_s > 0 else None
-    assign: dict[int, int] = {}
-    for part in parts:
-        assign.update(part["info"].get("assignment", {}))
-    if assign:
-        from sklearn.metrics import adjusted_rand_score
-
-        ids = sorted(assign)
-        row["assignment"] = {str(i): assign[i] for i in ids}
-        row["ari"] = adjusted_rand_score([clients_domain[i] for i in ids], [assign[i] for i in ids])
-    return row
-
-
 def _default_run_dir(cfg: Config) -> Path:
     name = cfg.run_name or (
         f"{cfg.method}-{cfg.data.name}-s{cfg.seed}-" + datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -356,13 +307,13 @@ def run(cfg: Config, world: World, run_dir: Path | None = None, resume: bool = F
     log_rank = 0 if gather else clients_world.rank  # whose metrics file this rank keeps, if any
     keeps_log = clients_world.is_root or not gather
 
-    rows: list[dict[str, Any]] = []
+    rows: list[RoundRow] = []
     start = 0
     if local.resume_state is not None:
         for c in clients:
             c.learner.load_state_dict(local.resume_state["clients"][c.cid])
         strategy.load_state_dict(local.resume_state["strategy"])
-        rows = [r for r in rd.read_metrics(log_rank) if r["round"] <= local.resume_round + 1]
+        rows = [r for r in rd.read_metrics(log_rank) if r.round <= local.resume_round + 1]
         start = local.resume_round + 1
     elif clients_world.is_root and not resume:
         rd.write_config(cfg.to_dict())
@@ -409,7 +360,7 @@ def run(cfg: Config, world: World, run_dir: Path | None = None, resume: bool = F
             n_client_ranks,
         )
         if keeps_log:
-            row = _round_row(cfg, r, parts, domains)
+            row = RoundRow.from_parts(cfg.method, cfg.seed, r, parts, domains)
             rows.append(row)
             rd.write_metrics(rows, log_rank)
         clients_world.barrier()  # every shard and log of round r is on disk

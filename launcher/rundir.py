@@ -23,6 +23,7 @@ from typing import Any, Iterable
 import torch
 import yaml
 
+from launcher.metrics import RoundRow
 from prompts.atomic import atomic_write_bytes
 
 FORMAT_VERSION = 1
@@ -74,15 +75,15 @@ class RunDir:
         rank keeps its own clients' log, ``metrics.rank-R.jsonl``."""
         return self.metrics_path if rank == 0 else self.path / f"metrics.rank-{rank}.jsonl"
 
-    def read_metrics(self, rank: int = 0) -> list[dict[str, Any]]:
+    def read_metrics(self, rank: int = 0) -> list[RoundRow]:
         path = self.metrics_file(rank)
         if not path.exists():
             return []
-        return [json.loads(line) for line in path.read_text().splitlines() if line]
+        return [RoundRow.from_json(json.loads(line)) for line in path.read_text().splitlines() if line]
 
-    def write_metrics(self, rows: Iterable[dict[str, Any]], rank: int = 0) -> None:
+    def write_metrics(self, rows: Iterable[RoundRow], rank: int = 0) -> None:
         """Rewrite the whole log: keeps it consistent with the checkpoint it was written with."""
-        text = "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows)
+        text = "".join(json.dumps(r.to_json(), sort_keys=True) + "\n" for r in rows)
         atomic_write_bytes(self.metrics_file(rank), text.encode())
 
     def write_summary(self, summary: dict[str, Any]) -> None:

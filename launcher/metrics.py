@@ -1,0 +1,115 @@
+"""The per-round metrics row: one typed record written to ``metrics.jsonl`` and read by the
+summary, the progress line, the plots and ``compare``.
+
+Why a dataclass: the row is a contract between the round loop, the strategies (which report
+``k``, ``epsilon``, MPC costs and cluster labels in their ``info``), the report and ``compare``;
+a new metric is added here, once, and every reader sees it by name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass
+class Timing:
+    local_train_s: float  # slowest client rank's local training this round
+    aggregate_s: float  # the strategy's aggregate step (SecPC for SecFPP), slowest rank
+    mpc_over_local: float | None = None  # MPC seconds / local-training seconds (MPC methods)
+
+
+@dataclass
+class MPCCost:
+    """Max over parties: the round is as slow as its slowest party."""
+
+    seconds: float
+    rounds: int  # sequential communication rounds
+    bytes_per_party: int
+
+
+@dataclass
+class RoundRow:
+    round: int  # 1-based
+    method: str
+    seed: int
+    acc: dict[str, float]  # client id -> test accuracy
+    mean_acc: float
+    time: Timing
+    zeroshot_acc: float | None = None  # round 1 only: the hand-written prompts' accuracy
+    k: int | None = None  # clustering methods: the chosen number of clusters
+    insecure_dealer: bool | None = None
+    epsilon: float | None = None  # DP methods
+    epsilon_heuristic: bool | None = None  # True: no accountant behind ``epsilon``
+    mpc: MPCCost | None = None
+    assignment: dict[str, int] | None = None  # evaluation.gather: client id -> own cluster label
+    ari: float | None = None  # of ``assignment`` against the true domains
+    # datasets with the extra evaluation splits (fonts; launcher.run.EXTRA_SPLITS): accuracy per client
+    # on its class-balanced domain test split and on its validation split, their means, and round 1's
+    # zero-shot means
+    acc_domain: dict[str, float] | None = None
+    mean_acc_domain: float | None = None
+    zeroshot_acc_domain: float | None = None
+    acc_val: dict[str, float] | None = None
+    mean_acc_val: float | None = None
+    zeroshot_acc_val: float | None = None
+
+    #: Keys a strategy's ``info`` may set, copied as they are from rank 0's part.
+    FROM_INFO = ("k", "insecure_dealer", "epsilon", "epsilon_heuristic")
+
+    def to_json(self) -> dict[str, Any]:
+        """A plain dict without the fields that do not apply (no ``null`` noise in the log)."""
+        return _drop_none(dataclasses.asdict(self))
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> "RoundRow":
+        raw = dict(raw)
+        raw["time"] = Timing(**raw["time"])
+        if raw.get("mpc") is not None:
+            raw["mpc"] = MPCCost(**raw["mpc"])
+        return cls(**raw)
+
+    @classmethod
+    def from_parts(cls, method: str, seed: int, round_idx: int, parts: list[dict[str, Any]],
+                   clients_domain: dict[int, int]) -> "RoundRow":
+        """The row from the parts in hand: every client rank's (rank 0, ``evaluation.gather``)
+        or this rank's own. A part holds ``acc``, ``train_s``, ``agg_s``, ``info`` and, in
+        round 1, ``zeroshot``; where the clients have them, ``acc_domain`` and ``acc_val`` (and in
+        round 1 ``zeroshot_acc_domain``, ``zeroshot_acc_val``)."""
+        acc = {cid: a for part in parts for cid, a in part["acc"].items()}
+        train_s = max(p["train_s"] for p in parts)
+        zeroshot = [v for part in parts for v in part.get("zeroshot", {}).values()]
+        info = parts[0]["info"]
+        row = cls(round=round_idx + 1, method=method, seed=seed,
+                  acc={str(k): v for k, v in sorted(acc.items())}, mean_acc=sum(acc.values()) / len(acc),
+                  time=Timing(local_train_s=train_s, aggregate_s=max(p["agg_s"] for p in parts)),
+                  zeroshot_acc=sum(zeroshot) / len(zeroshot) if zeroshot else None,
+                  **{key: info[key] for key in cls.FROM_INFO if key in info})
+        for key in ("acc_domain", "acc_val"):  # parts carry them where the clients have those splits
+            extra = {cid: a for part in parts for cid, a in part.get(key, {}).items()}
+            if extra:
+                setattr(row, key, {str(k): v for k, v in sorted(extra.items())})
+                setattr(row, f"mean_{key}", sum(extra.values()) / len(extra))
+            zs = [v for part in parts for v in part.get(f"zeroshot_{key}", {}).values()]
+            if zs:
+                setattr(row, f"zeroshot_{key}", sum(zs) / len(zs))
+        if "mpc" in info:
+            costs = [p["info"]["mpc"] for p in parts]
+            row.mpc = MPCCost(seconds=max(c["seconds"] for c in costs), rounds=max(c["rounds"] for c in costs),
+                              bytes_per_party=max(c["bytes"] for c in costs))
+            row.time.mpc_over_local = row.mpc.seconds / train_s if train_s > 0 else None
+        assign = {cid: lab for part in parts for cid, lab in part["info"].get("assignment", {}).items()}
+        if assign:
+            from sklearn.metrics import adjusted_rand_score
+
+            ids = sorted(assign)
+            row.assignment = {str(i): assign[i] for i in ids}
+            row.ari = adjusted_rand_score([clients_domain[i] for i in ids], [assign[i] for i in ids])
+        return row
+
+
+def _drop_none(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _drop_none(v) for k, v in value.items() if v is not None}
+    return value
