@@ -13,6 +13,14 @@ from mpc import reference as ref
 from mpc.projection import projection_matrix, reduce_prompt
 
 
+def test_placement_is_round_robin_and_rows_of_inverts_it():
+    assert lay.round_robin(7, 3) == [0, 1, 2, 0, 1, 2, 0]
+    owners = lay.round_robin(10, 4)
+    assert [lay.rows_of(p, owners) for p in range(4)] == [[0, 4, 8], [1, 5, 9], [2, 6], [3, 7]]
+    assert lay.rows_of(5, owners) == []
+    assert lay.round_robin(3, 1) == [0, 0, 0]
+
+
 def test_pair_layout_lists_j_before_l_within_each_group():
     J, L = lay.pair_layout([3])
     assert J.tolist() == [0, 0, 1] and L.tolist() == [1, 2, 2]
