@@ -145,7 +145,7 @@ def plot(out: Path, results: dict[str, Any]) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True, sharex=True)
     methods = sorted({r["method"] for r in results["rows"]})
     colours = dict(zip(methods, plt.get_cmap("tab10").colors))
     for ax, key, title in ((axes[0], "mia_tpr_at_1fpr", "release view (final prompt public)"),
@@ -158,10 +158,11 @@ def plot(out: Path, results: dict[str, Any]) -> None:
                 ax.annotate(f"ε={r['epsilon']:g}", (100 * r[key], 100 * r["acc"]), fontsize=6,
                             xytext=(3, 3), textcoords="offset points")
         ax.axvline(1.0, color="grey", linestyle=":", label="chance" if ax is axes[0] else None)
-        ax.set_xscale("symlog", linthresh=1.0)
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("LiRA TPR at 1% FPR (%)")
         ax.grid(alpha=0.3)
+    top = max(100 * r[k] for r in results["rows"] for k in ("mia_tpr_at_1fpr", "tv_mia_tpr_at_1fpr"))
+    axes[0].set_xlim(0, max(2.0, 1.15 * top))
     axes[0].set_ylabel("final test accuracy (%)")
     axes[0].legend(fontsize=7)
     fig.tight_layout()
