@@ -151,7 +151,9 @@ def plot(out: Path, results: dict[str, Any]) -> None:
     for ax, key, title in ((axes[0], "mia_tpr_at_1fpr", "release view (final prompt public)"),
                            (axes[1], "tv_mia_tpr_at_1fpr", "training view (observer's reconstruction)")):
         for r in results["rows"]:
-            ax.scatter(100 * r[key], 100 * r["acc"], color=colours[r["method"]], s=40,
+            hollow = r["method"] == "secfpp"  # drawn open and larger: it often sits on its plaintext twin
+            ax.scatter(100 * r[key], 100 * r["acc"], s=90 if hollow else 40,
+                       facecolors="none" if hollow else colours[r["method"]], edgecolors=colours[r["method"]],
                        marker="o" if r["epsilon"] is None else "s",
                        label=r["method"] if r["epsilon"] in (None, 1.0) else None)
             if r["epsilon"] is not None:
