@@ -40,7 +40,9 @@ also_copy=
     pytest.ini
 pytest_add_cli_args_test_selection=
     tests/mpc/test_layout.py
+    tests/mpc/test_oracle_and_stats.py
     tests/prompts/test_dp_mechanisms.py
+    tests/mpc/test_security.py::test_prg_keys_and_draws_without_crypten
     tests/mpc/test_security.py::test_prg_streams_agree_for_equal_keys_and_seeds_are_disabled
     tests/mpc/test_security.py::test_messages_roundtrip_and_are_never_unpickled
     tests/mpc/test_security.py::test_prompt_bound_keeps_the_aggregation_inside_the_ring
