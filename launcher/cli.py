@@ -13,6 +13,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "compare": ("launcher.compare", "several methods x seeds (x epsilons): table and plots"),
     "ranks": ("launcher.ranks", "print the mpirun -np a config needs"),
     "bench": ("launcher.bench", "benchmarks that print one JSON object (cluster, train)"),
+    "audit": ("launcher.audit.command", "privacy audit of a run or compare directory (MIA, stealing, transcript)"),
 }
 
 

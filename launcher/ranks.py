@@ -9,9 +9,11 @@ from launcher.config import ConfigError, load_config
 
 
 def world_size(method: str, n_clients: int, dealer: str) -> int:
+    """Plaintext methods: one rank per client; MPC methods: the party world's own count (dealer included)."""
     from launcher.methods import get
+    from mpc.runtime import PartySpec
 
-    return n_clients + (1 if get(method).uses_mpc and dealer == "ttp" else 0)
+    return PartySpec(n_clients, dealer=dealer).world_size if get(method).uses_mpc else n_clients  # type: ignore[arg-type]
 
 
 def main(argv: list[str]) -> int:

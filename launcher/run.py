@@ -40,6 +40,7 @@ from launcher.rundir import CheckpointError, RunDir, config_hash
 from launcher.methods import get as get_method, make_strategy
 from launcher.strategies import RoundInput
 from launcher.world import World, launched_by_mpi
+from mpc.layout import round_robin, rows_of
 
 log = logging.getLogger("launcher")
 
@@ -172,7 +173,7 @@ def _roles(n_ranks: int, n_client_ranks: int, n_clients: int) -> list[str]:
     """Who each rank is, for failure messages: "client 3", "clients 0,3", "TTP dealer"."""
     roles = []
     for r in range(n_ranks):
-        held = [c for c in range(n_clients) if c % max(n_client_ranks, 1) == r] if r < n_client_ranks else []
+        held = rows_of(r, round_robin(n_clients, n_client_ranks)) if r < n_client_ranks else []
         roles.append(("client " if len(held) == 1 else "clients ") + ",".join(map(str, held)) if held else "TTP dealer")
     return roles
 
@@ -216,7 +217,7 @@ def _set_thread_budget() -> None:
 
 def _set_up(cfg: Config, rd: RunDir, rank: int, n_client_ranks: int, resume: bool) -> _Local:
     """Everything slow and local, before the party world exists (client ranks only)."""
-    client_ids = [c for c in range(cfg.n_clients) if c % n_client_ranks == rank]
+    client_ids = rows_of(rank, round_robin(cfg.n_clients, n_client_ranks))
     clients, backbone, classnames = build_clients(cfg, client_ids)
     last = rd.last_complete_round() if resume else None
     state = rd.load_shard(last, rank, config_hash(cfg.to_dict()), n_client_ranks) if last is not None else None

@@ -18,6 +18,7 @@ import torch
 from launcher.config import Config
 from launcher.strategies import RoundInput, RoundOutput, Strategy
 from launcher.world import World
+from mpc.layout import round_robin
 
 def join_party_world(cfg: Config, world: World) -> Any:
     """Join the CrypTen party world (collective over every MPI rank, dealer included)."""
@@ -173,8 +174,7 @@ class SecFPP(Strategy):
         from mpc.secpc import secpc_round
 
         ids, x, p = _reduce_all(self.cfg, inp.prompts, inp.domain_init, self.features(inp.prompts, inp.domain_init))
-        n_ranks = self.world.size
-        owners = [cid % n_ranks for cid in range(self.cfg.n_clients)]
+        owners = round_robin(self.cfg.n_clients, self.world.size)
         k_range = self.schedule.k_range(inp.round_idx)
         config = self.schedule.round_config(inp.round_idx)
         res = secpc_round(self.party, x, p, owners, config, warm=self.warm.get(k_range))

@@ -43,6 +43,22 @@ class SecPCConfig:
             )
 
 
+def round_robin(n_rows: int, n_parties: int) -> list[int]:
+    """The public placement of rows (clients) on parties (ranks): row ``i`` lives on ``i % n_parties``.
+
+    Every placement in the project goes through here, so the launcher's ranks, SecPC's owners
+    list and the benchmarks cannot disagree on who holds which client.
+    """
+    if n_parties < 1:
+        raise ValueError(f"need at least one party, got {n_parties}")
+    return [i % n_parties for i in range(n_rows)]
+
+
+def rows_of(party: int, owners: list[int]) -> list[int]:
+    """The global indices of the rows ``party`` owns, in global order."""
+    return [i for i, o in enumerate(owners) if int(o) == party]
+
+
 def quant_bits(n_rows: int, max_bits: int = 16, min_bits: int = 8) -> int:
     """Fractional bits for the inputs so the largest comparison operand stays below 2^62.
 

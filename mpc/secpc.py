@@ -22,7 +22,7 @@ from mpc import secure_ops as so
 from mpc.aggregation import secure_aggregate
 from mpc.clustering import INV_BITS, SecureState, secure_kmeans, secure_silhouette_choice, select_group
 from mpc.compat import import_crypten
-from mpc.layout import SecPCConfig
+from mpc.layout import SecPCConfig, rows_of
 from mpc.stats import CommLog
 
 TRUNCATION_MARGIN_BITS = 8  # headroom under the ring budget (CrypTen's truncation errs w.p. ~|x|/2^63)
@@ -88,7 +88,7 @@ def check_inputs(rank: int, x_local: torch.Tensor, p_local: torch.Tensor, owners
     at every party if any party is invalid or the shapes disagree, naming the party and why.
     """
     comm = import_crypten().communicator.get()
-    n_local = sum(1 for o in owners if o == rank)
+    n_local = len(rows_of(rank, owners))
     code = _local_problem(x_local, p_local, n_local, len(owners))
     mine = torch.tensor([code, x_local.shape[-1], p_local.shape[-1]], dtype=torch.long)
     table = torch.stack(comm.all_gather(mine)) if comm.get_world_size() > 1 else mine.unsqueeze(0)

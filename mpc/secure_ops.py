@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 
 from mpc.compat import import_crypten
+from mpc.layout import rows_of
 
 FIXED_BITS = 16  # CrypTen's default fixed-point precision
 
@@ -34,14 +35,14 @@ def share_rows(x_local: torch.Tensor, owners: list[int], rank: int, precision: i
     """
     ct = _crypten()
     owners = [int(o) for o in owners]
-    n_local = sum(1 for o in owners if o == rank)
+    n_local = len(rows_of(rank, owners))
     if x_local.dim() != 2 or x_local.shape[0] != n_local:
         raise ValueError(f"party {rank} owns {n_local} rows, got x_local of shape {tuple(x_local.shape)}")
     width = x_local.shape[1]
     parties = sorted(set(owners))
     blocks, order = [], []
     for p in parties:
-        rows = [i for i, o in enumerate(owners) if o == p]
+        rows = rows_of(p, owners)
         order += rows
         if p == rank:
             data = x_local
@@ -190,16 +191,14 @@ def reveal_to_owners(x, owners: list[int], rank: int) -> torch.Tensor:
     comm = _crypten().communicator.get()
     group = comm.main_group
     share = x.share
-    rows_of: dict[int, list[int]] = {}
-    for i, o in enumerate(owners):
-        rows_of.setdefault(int(o), []).append(i)
-    mine = rows_of.get(rank, [])
+    mine = rows_of(rank, owners)
     reqs, received, n_elem = [], [], 0
     for p in range(comm.get_world_size()):
         if p == rank:
             continue
-        if p in rows_of:
-            out = share[rows_of[p]].contiguous()
+        theirs = rows_of(p, owners)
+        if theirs:
+            out = share[theirs].contiguous()
             reqs.append(dist.isend(out, dst=p, group=group))
             n_elem += out.numel()
         if mine:

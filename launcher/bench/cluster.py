@@ -64,6 +64,7 @@ def main(argv: list[str]) -> int:
 
     from mpc import reference as ref
     from mpc import secure_ops as so
+    from mpc.layout import round_robin, rows_of
     from mpc.secpc import SecPCConfig, secpc_round
     from mpc.clustering import secure_kmeans
     from mpc.compat import import_crypten
@@ -86,8 +87,8 @@ def main(argv: list[str]) -> int:
     comm = ct.communicator.get()
     rank = party.rank
     X, P, true_labels = _blobs(args.rows, args.dim, args.k, args.seed, args.spread)
-    owners = [i % n_clients for i in range(args.rows)]
-    mine = [i for i, o in enumerate(owners) if o == rank]
+    owners = round_robin(args.rows, n_clients)
+    mine = rows_of(rank, owners)
     T = args.iters
     out: dict = {}
 

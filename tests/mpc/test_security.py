@@ -185,3 +185,25 @@ def test_messages_roundtrip_and_are_never_unpickled():
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OMPI_COMM_WORLD", "PMIX_", "PMI_"))}
     proc = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120, env=env)
     assert proc.returncode == 0 and "ok" in proc.stdout, proc.stderr[-2000:]
+
+
+def test_prg_keys_and_draws_without_crypten():
+    from mpc.prg import (ChaChaGenerator, generate_kbit_random_tensor, generate_random_ring_element, key_to_words,
+                         words_to_key)
+
+    a, b = ChaChaGenerator(), ChaChaGenerator()  # fresh os.urandom keys
+    assert not torch.equal(a.int64(8), b.int64(8)) and a.initial_seed() != b.initial_seed()
+    assert a.int64(5).shape == (5,) and a.int64((2, 3)).shape == (2, 3)
+    full = generate_kbit_random_tensor((4000,), generator=a)  # default: all 64 bits
+    assert (full < 0).any() and (full > 2**62).any()
+    low = generate_kbit_random_tensor((4000,), bitlength=7, generator=a)
+    assert int(low.min()) >= 0 and int(low.max()) < 128 and int(low.max()) > 100
+    assert generate_random_ring_element((3, 2), generator=a).shape == (3, 2)
+    key = os.urandom(32)
+    assert words_to_key(key_to_words(key)) == key
+    with pytest.raises(ValueError, match="32-byte key"):
+        ChaChaGenerator(b"short")
+    with pytest.raises(TypeError, match="refusing to draw shares from Generator"):
+        generate_kbit_random_tensor((2,), generator=torch.Generator())
+    with pytest.raises(ValueError, match="only the 64-bit ring"):
+        generate_random_ring_element((2,), ring_size=2**32, generator=a)

@@ -124,3 +124,9 @@ def test_clipping_bounds_the_local_gradient_and_noise_is_seeded():
     noisy = dp.privatise_lowrank(G, f, clip=0.5, std=1.0, generator=_gen(4))
     assert not torch.allclose(noisy, clipped)
     assert torch.equal(noisy, dp.privatise_lowrank(G, f, clip=0.5, std=1.0, generator=_gen(4)))
+
+
+@pytest.mark.parametrize("epsilon, delta, rounds", [(0, 1e-5, 5), (1, 0, 5), (1, 1, 5), (1, 1.5, 5), (1, 1e-5, 0)])
+def test_calibration_refuses_meaningless_privacy_targets(epsilon, delta, rounds):
+    with pytest.raises(ValueError, match="need epsilon > 0, 0 < delta < 1, rounds >= 1"):
+        dp.calibrate_noise_multiplier(epsilon, delta, rounds)
