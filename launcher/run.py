@@ -36,7 +36,7 @@ import torch
 from launcher import faults
 from launcher.config import Config, ConfigError, from_dict, load_config
 from launcher.metrics import RoundRow
-from launcher.rundir import CheckpointError, RunDir, config_hash
+from launcher.rundir import CheckpointError, RunDir
 from launcher.methods import get as get_method, make_strategy
 from launcher.strategies import RoundInput
 from launcher.world import World, launched_by_mpi
@@ -220,7 +220,7 @@ def _set_up(cfg: Config, rd: RunDir, rank: int, n_client_ranks: int, resume: boo
     client_ids = rows_of(rank, round_robin(cfg.n_clients, n_client_ranks))
     clients, backbone, classnames = build_clients(cfg, client_ids)
     last = rd.last_complete_round() if resume else None
-    state = rd.load_shard(last, rank, config_hash(cfg.to_dict()), n_client_ranks) if last is not None else None
+    state = rd.load_shard(last, rank, rd.config_sha(cfg.to_dict()), n_client_ranks) if last is not None else None
     return _Local(clients, backbone, classnames, state, last)
 
 
@@ -328,7 +328,7 @@ def run(cfg: Config, world: World, run_dir: Path | None = None, resume: bool = F
         progress = tqdm(total=cfg.rounds, initial=start, desc=f"{cfg.method}", unit="round", file=sys.stderr)
         print(f"run directory: {rd.path}", flush=True)
 
-    cfg_sha = config_hash(cfg.to_dict())
+    cfg_sha = rd.config_sha(cfg.to_dict())
     for r in range(start, cfg.rounds):
         faults.enter("train", r)
         train_s = strategy.train_round(clients, r)

@@ -70,6 +70,14 @@ class RunDir:
     def read_config(self) -> dict[str, Any]:
         return yaml.safe_load(self.config_path.read_text())
 
+    def config_sha(self, config: dict[str, Any]) -> str:
+        """The hash shards are keyed by: of the config this run *recorded* (``config.yaml``), or of
+        ``config`` before one is recorded (the same dict: a fresh run records ``config`` itself).
+
+        Hashing the record, not the config re-read through today's schema, keeps a run's
+        checkpoints valid when a field is later added to the schema with a default."""
+        return config_hash(self.read_config() if self.config_path.is_file() else config)
+
     def metrics_file(self, rank: int = 0) -> Path:
         """Rank 0's log is ``metrics.jsonl``; without ``evaluation.gather`` every other client
         rank keeps its own clients' log, ``metrics.rank-R.jsonl``."""

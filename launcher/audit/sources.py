@@ -25,7 +25,8 @@ import torch
 
 from launcher.config import Config, from_dict
 from launcher.methods import get as get_method
-from launcher.rundir import RunDir, config_hash
+from launcher.metrics import RoundRow
+from launcher.rundir import RunDir
 
 #: methods whose clients train alone each round and upload a domain prompt (DP-FPL steps in lockstep)
 UPLOADING = ("secfpp", "clustered", "promptfl", "local", "dpfedavg")
@@ -37,7 +38,7 @@ class AuditedRun:
     cfg: Config
     final: dict[int, dict[str, torch.Tensor]]  # client -> learner state after the last round
     before_last: dict[int, dict[str, torch.Tensor]] | None  # ... after the round before (None: 1 round)
-    metrics: list[dict[str, Any]]
+    metrics: list[RoundRow]
     summary: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -51,8 +52,8 @@ class AuditedRun:
     @property
     def assignment(self) -> dict[int, int] | None:
         """Final round's cluster labels (logged with ``evaluation.gather``; SecFPP and its twin)."""
-        row = self.metrics[-1] if self.metrics else {}
-        return {int(k): int(v) for k, v in row["assignment"].items()} if "assignment" in row else None
+        last = self.metrics[-1].assignment if self.metrics else None
+        return {int(k): int(v) for k, v in last.items()} if last is not None else None
 
 
 def find_runs(path: str | Path) -> list[Path]:
@@ -70,7 +71,7 @@ def find_runs(path: str | Path) -> list[Path]:
 def _states(rd: RunDir, cfg: Config, round_idx: int) -> dict[int, dict[str, torch.Tensor]]:
     marker = rd.checkpoint_dir / f"round-{round_idx:04d}" / "COMPLETE"
     n_ranks = int(marker.read_text())
-    sha = config_hash(cfg.to_dict())
+    sha = rd.config_sha(cfg.to_dict())
     out: dict[int, dict[str, torch.Tensor]] = {}
     for rank in range(n_ranks):
         out.update({int(c): s for c, s in rd.load_shard(round_idx, rank, sha, n_ranks)["clients"].items()})

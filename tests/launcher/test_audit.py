@@ -102,3 +102,27 @@ def test_transcript_controls_flagged_real_not_and_cluster_of_two_leaks():
     assert audit.cluster_size["min2"]["recovered"] and audit.cluster_size["min2"]["max_abs_error"] < 1e-3
     assert not audit.cluster_size["min3"]["recovered"]
     assert audit.as_dict()["leaky_flagged"] is True and audit.as_dict()["real_flagged"] is False
+
+
+@pytest.mark.timeout(400)
+def test_audit_command_on_a_real_run_directory(tmp_path):
+    """The command end to end on what `launcher run` writes (checkpoints, typed metrics rows,
+    config record), so a change to the run directory's format cannot silently break it."""
+    import json
+    import subprocess
+    import sys
+
+    run = tmp_path / "run"
+    base = [sys.executable, "-m", "launcher"]
+    done = subprocess.run(base + ["run", "--config", "launcher/configs/default.yaml", "method=clustered", "rounds=2",
+                                  "train.epochs=1", "evaluation.gather=true", "--run-dir", str(run)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    done = subprocess.run(base + ["audit", "--run", str(run), "--victims", "0", "--shadows", "2", "--bootstrap", "50",
+                                  "--no-transcript"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    res = json.loads((run / "audit" / "results.json").read_text())
+    (row,) = res["rows"]
+    assert row["method"] == "clustered" and row["shadows"] == 2 and row["members"] > 0
+    for key in ("mia_auc", "mia_tpr_at_1fpr", "mia_tpr_at_01fpr", "steal_cosine", "acc"):
+        assert 0.0 <= row[key] <= 1.0 or key == "steal_cosine", (key, row[key])

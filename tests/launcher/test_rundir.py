@@ -80,3 +80,19 @@ def test_a_pickled_object_is_never_executed(tmp_path):
     rd.shard_path(1, 0).write_bytes(rundir.MAGIC + hashlib.sha256(payload).digest() + payload)
     with pytest.raises(CheckpointError, match="cannot be loaded safely"):
         rd.load_shard(1, 0, CFG, n_ranks=2)
+
+
+def test_shards_stay_valid_when_the_schema_gains_a_field_but_not_when_the_record_is_edited(tmp_path):
+    from launcher.config import from_dict, load_config
+
+    rd = RunDir(tmp_path / "run")
+    old = load_config(None, ["method=local"]).to_dict()
+    del old["data"]["n_views"]  # as if written before data.n_views existed
+    rd.write_config(old)
+    rd.save_shard(0, 0, {"clients": {}}, rd.config_sha(old), n_ranks=1)
+    now = from_dict(rd.read_config()).to_dict()  # today's schema fills the new field in
+    assert "n_views" in now["data"]
+    assert rd.load_shard(0, 0, rd.config_sha(now), n_ranks=1) == {"clients": {}}
+    rd.write_config({**old, "rounds": old["rounds"] + 1})  # the record edited by hand
+    with pytest.raises(CheckpointError, match="different config"):
+        rd.load_shard(0, 0, rd.config_sha(now), n_ranks=1)
