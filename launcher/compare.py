@@ -216,7 +216,7 @@ def main(argv: list[str]) -> int:
                 if run_dir.exists():
                     shutil.rmtree(run_dir)  # died before writing its config: nothing to keep
                 run_args = ["--config", a.config, *overrides, "--run-dir", str(run_dir)]
-            cmd = _command(job["method"], world_size(cfg.method, cfg.n_clients, cfg.mpc.dealer), run_args)
+            cmd = _command(job["method"], world_size(cfg), run_args)
             print(f"[{i}/{len(jobs)}] {' '.join(cmd[cmd.index('-m') - 1:] if '-m' in cmd else cmd)}", flush=True)
             done = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         if done is not None and done.returncode != 0:

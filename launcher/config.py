@@ -114,6 +114,16 @@ class MPCConfig:
     features: str = one_of(("drift", "prompt"), "drift", "drift or prompt")
     # min_cluster_size < 3 or 2 clients: a cluster member can read another member's prompt
     allow_insecure: bool = False
+    # who computes: "peer" (every client is a CrypTen party) or "servers" (mpc.servers compute
+    # parties run SecPC; clients only send shares and receive their own output, mpc.servers)
+    topology: str = one_of(("peer", "servers"), "peer", "peer or servers")
+    servers: int = at_least(2, 3)  # compute parties (servers topology)
+    client_ranks: int = at_least(1, 1)  # MPI ranks that host the clients (servers topology)
+    # servers topology: a client whose shares arrive later than deadline_s after a round's first
+    # shares is left out of that round; wait_s bounds the wait for the first shares (local training
+    # must fit in it) and for a compute party's answer
+    deadline_s: float = above(0, 60.0)
+    wait_s: float = above(0, 3600.0)
 
 
 @dataclass
@@ -197,6 +207,10 @@ def _check_relations(cfg: Config) -> None:
         need(len(d.domains) == d.n_domains,
              f"data.domains lists {len(d.domains)} styles but data.n_domains={d.n_domains}; make them agree")
     need(1 <= p.k_min <= p.k_max, f"mpc: need 1 <= k_min <= k_max, got {p.k_min}..{p.k_max}")
+    if p.topology == "servers":
+        need(cfg.method == "secfpp", f"mpc.topology=servers is SecFPP's; method={cfg.method} has no compute parties")
+        need(p.client_ranks <= cfg.n_clients,
+             f"mpc.client_ranks={p.client_ranks} exceeds the number of clients ({cfg.n_clients})")
     if cfg.method in ("secfpp", "clustered"):
         need(p.k_max <= cfg.n_clients, f"mpc.k_max={p.k_max} exceeds the number of clients ({cfg.n_clients})")
         need(cfg.n_clients >= 2, "secure clustering needs at least 2 clients")

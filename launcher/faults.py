@@ -18,6 +18,11 @@ A second hook feeds bad input: ``SECFPP_POISON="rank=R,round=N,value=nan"`` writ
 (nan, inf, 1e9, ...) into one entry of rank R's domain prompts just before round N's
 aggregation; the MPC layer must refuse it on every rank before any value is shared.
 
+A third hook takes clients away: ``SECFPP_DROP="round=N,clients=3 7"`` kills clients 3 and 7
+in round N (1-based): from that round on their rank neither trains nor shares them, as when a
+device hosting a client dies mid-round in a many-clients-per-rank simulation; the round goes
+on without them (:func:`dropped`).
+
 A test hook makes faults deterministic: ``SECFPP_FAULT="rank=R,phase=P[,round=N]"`` SIGKILLs
 rank R when the job first reaches phase P (in round N, 1-based, if given). Phases are
 :data:`PHASES`; ``aggregate``, ``reveal`` and the other SecPC steps are reported by
@@ -45,6 +50,7 @@ PHASES = ("start", "setup", "join", "train", "secpc", "evaluate", "checkpoint", 
 _SIGNALS = {signal.SIGTERM, signal.SIGHUP}
 FAULT_ENV = "SECFPP_FAULT"
 POISON_ENV = "SECFPP_POISON"
+DROP_ENV = "SECFPP_DROP"
 LINGER_S = 1.0
 
 
@@ -222,3 +228,14 @@ def poison(prompts: dict[int, "torch.Tensor"], round_idx: int) -> dict[int, "tor
         p.view(-1)[0] = float(fields.get("value", "nan"))
         out[cid] = p
     return out
+
+
+def dropped(cid: int, round_idx: int) -> bool:
+    """Whether ``SECFPP_DROP`` has killed client ``cid`` by 0-based round ``round_idx``."""
+    text = os.environ.get(DROP_ENV)
+    if not text:
+        return False
+    fields = dict(item.split("=", 1) for item in text.split(",") if "=" in item)
+    if set(fields) != {"round", "clients"}:
+        raise ValueError(f"{DROP_ENV}={text!r}: expected round=N,clients=C1 C2 ...")
+    return round_idx + 1 >= int(fields["round"]) and cid in {int(c) for c in fields["clients"].split()}

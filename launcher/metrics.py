@@ -48,6 +48,9 @@ class RoundRow:
     # datasets with the extra evaluation splits (fonts; launcher.run.EXTRA_SPLITS): accuracy per client
     # on its class-balanced domain test split and on its validation split, their means, and round 1's
     # zero-shot means
+    # clients left out of this round's aggregation (dead, or their shares missed the deadline):
+    # their prompts stay as they were; dead clients are not evaluated either
+    dropouts: list[int] | None = None
     acc_domain: dict[str, float] | None = None
     mean_acc_domain: float | None = None
     zeroshot_acc_domain: float | None = None
@@ -82,7 +85,8 @@ class RoundRow:
         zeroshot = [v for part in parts for v in part.get("zeroshot", {}).values()]
         info = parts[0]["info"]
         row = cls(round=round_idx + 1, method=method, seed=seed,
-                  acc={str(k): v for k, v in sorted(acc.items())}, mean_acc=sum(acc.values()) / len(acc),
+                  acc={str(k): v for k, v in sorted(acc.items())},
+                  mean_acc=sum(acc.values()) / len(acc) if acc else float("nan"),
                   time=Timing(local_train_s=train_s, aggregate_s=max(p["agg_s"] for p in parts)),
                   zeroshot_acc=sum(zeroshot) / len(zeroshot) if zeroshot else None,
                   **{key: info[key] for key in cls.FROM_INFO if key in info})
@@ -99,6 +103,9 @@ class RoundRow:
             row.mpc = MPCCost(seconds=max(c["seconds"] for c in costs), rounds=max(c["rounds"] for c in costs),
                               bytes_per_party=max(c["bytes"] for c in costs))
             row.time.mpc_over_local = row.mpc.seconds / train_s if train_s > 0 else None
+        dropouts = sorted({int(c) for part in parts for c in part["info"].get("dropped", [])})
+        if dropouts:
+            row.dropouts = dropouts
         assign = {cid: lab for part in parts for cid, lab in part["info"].get("assignment", {}).items()}
         if assign:
             from sklearn.metrics import adjusted_rand_score

@@ -4,16 +4,30 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
-from launcher.config import ConfigError, load_config
+from launcher.config import Config, ConfigError, load_config
 
 
-def world_size(method: str, n_clients: int, dealer: str) -> int:
-    """Plaintext methods: one rank per client; MPC methods: the party world's own count (dealer included)."""
+def world_size(cfg: Config) -> int:
+    """Plaintext methods: one rank per client; SecFPP: the party world's own count (dealer included)
+    in the peer topology, client ranks + compute parties + dealer in the servers topology."""
     from launcher.methods import get
+
+    if not get(cfg.method).uses_mpc:
+        return cfg.n_clients
+    if cfg.mpc.topology == "servers":
+        return server_layout(cfg).world_size
     from mpc.runtime import PartySpec
 
-    return PartySpec(n_clients, dealer=dealer).world_size if get(method).uses_mpc else n_clients  # type: ignore[arg-type]
+    return PartySpec(cfg.n_clients, dealer=cfg.mpc.dealer).world_size  # type: ignore[arg-type]
+
+
+def server_layout(cfg: Config) -> Any:
+    """The servers topology's ranks (:class:`mpc.servers.ServerLayout`) for this config."""
+    from mpc.servers import ServerLayout
+
+    return ServerLayout(cfg.mpc.servers, cfg.mpc.client_ranks, cfg.n_clients, cfg.mpc.dealer)
 
 
 def main(argv: list[str]) -> int:
@@ -26,5 +40,5 @@ def main(argv: list[str]) -> int:
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(world_size(cfg.method, cfg.n_clients, cfg.mpc.dealer))
+    print(world_size(cfg))
     return 0

@@ -83,6 +83,17 @@ def client_ranks_for(cfg: Config, world: World, uses_mpc: bool) -> int:
     """How many ranks hold clients; raises ConfigError with the right mpirun line if wrong."""
     from mpc.runtime import PartySpec
 
+    if uses_mpc and cfg.mpc.topology == "servers":
+        from launcher.ranks import server_layout
+
+        layout = server_layout(cfg)
+        hint = (f"mpirun -np {layout.world_size} python -m launcher run {' '.join(sys.argv[2:])}   # "
+                f"{layout.n_client_ranks} client rank(s) + {layout.n_servers} compute parties + "
+                f"{'1 TTP dealer' if cfg.mpc.dealer == 'ttp' else 'no dealer'}")
+        if not launched_by_mpi() or world.size != layout.world_size:
+            got = f"mpirun started {world.size} processes" if launched_by_mpi() else "not started by mpirun"
+            raise ConfigError(f"mpc.topology=servers: {got}; it needs {layout.world_size}:\n  {hint}")
+        return layout.n_client_ranks
     if uses_mpc:
         spec = PartySpec(cfg.n_clients, dealer=cfg.mpc.dealer)  # type: ignore[arg-type]
         if not launched_by_mpi():
@@ -169,12 +180,17 @@ class _Local:
     resume_round: int | None
 
 
-def _roles(n_ranks: int, n_client_ranks: int, n_clients: int) -> list[str]:
-    """Who each rank is, for failure messages: "client 3", "clients 0,3", "TTP dealer"."""
+def _roles(n_ranks: int, n_client_ranks: int, n_clients: int, n_servers: int = 0) -> list[str]:
+    """Who each rank is, for failure messages: "client 3", "clients 0,3", "compute party 1", "TTP dealer"."""
     roles = []
     for r in range(n_ranks):
         held = rows_of(r, round_robin(n_clients, n_client_ranks)) if r < n_client_ranks else []
-        roles.append(("client " if len(held) == 1 else "clients ") + ",".join(map(str, held)) if held else "TTP dealer")
+        if held:
+            roles.append(("client " if len(held) == 1 else "clients ") + ",".join(map(str, held)))
+        elif r < n_client_ranks + n_servers:
+            roles.append(f"compute party {r - n_client_ranks}")
+        else:
+            roles.append("TTP dealer")
     return roles
 
 
@@ -263,7 +279,9 @@ def run(cfg: Config, world: World, run_dir: Path | None = None, resume: bool = F
     uses_mpc = get_method(cfg.method).uses_mpc
     n_client_ranks = client_ranks_for(cfg, world, uses_mpc)
     _import_stack(uses_mpc)
-    faults.set_peers(world.allgather(list(faults.me())), _roles(max(world.size, 1), n_client_ranks, cfg.n_clients))
+    servers = uses_mpc and cfg.mpc.topology == "servers"
+    faults.set_peers(world.allgather(list(faults.me())),
+                     _roles(max(world.size, 1), n_client_ranks, cfg.n_clients, cfg.mpc.servers if servers else 0))
     clients_world = world.split_clients(n_client_ranks)
     is_client = world.rank < n_client_ranks
     _set_thread_budget()
@@ -275,7 +293,8 @@ def run(cfg: Config, world: World, run_dir: Path | None = None, resume: bool = F
     if is_client:
         try:
             local = _set_up(cfg, rd, clients_world.rank, n_client_ranks, resume)
-            status.update(classnames=local.classnames, device=str(local.backbone.device))
+            status.update(classnames=local.classnames, device=str(local.backbone.device),
+                          run_dir=str(rd.path), resume_round=local.resume_round)
         except (ConfigError, CheckpointError, FileNotFoundError, ValueError) as err:
             status["error"] = str(err)
         except Exception as err:  # noqa: BLE001 - reported to every rank below, with its traceback here
@@ -291,7 +310,11 @@ def run(cfg: Config, world: World, run_dir: Path | None = None, resume: bool = F
 
         stats.phase_listeners.append(faults.enter_step)  # SecPC's steps name the phase in failure reports
         faults.enter("join" if is_client else "dealer")
-    party = secure.join_party_world(cfg, world) if uses_mpc else None
+    if servers and not is_client:  # a compute party or the dealer: no clients, no training
+        head = statuses[0]
+        secure.serve(cfg, world, clients_world, RunDir(head["run_dir"]), head["resume_round"], n_client_ranks)
+        return None
+    party = secure.join_party_world(cfg, world) if uses_mpc and not servers else None
     if party is not None and party.is_dealer:
         return None  # the TTP dealer served until the clients shut down
     assert local is not None and rd is not None
@@ -330,26 +353,29 @@ def run(cfg: Config, world: World, run_dir: Path | None = None, resume: bool = F
 
     cfg_sha = rd.config_sha(cfg.to_dict())
     for r in range(start, cfg.rounds):
+        live = [c for c in clients if not faults.dropped(c.cid, r)]  # SECFPP_DROP: clients that died
         faults.enter("train", r)
-        train_s = strategy.train_round(clients, r)
+        train_s = strategy.train_round(live, r)
         faults.enter("secpc", r)
         t0 = time.perf_counter()
         out = strategy.aggregate(
             RoundInput(
                 round_idx=r,
-                prompts=faults.poison({c.cid: c.learner.get_domain_prompt().cpu() for c in clients}, r),  # CPU only
-                weights={c.cid: int(len(c.train_y)) for c in clients},
+                prompts=faults.poison({c.cid: c.learner.get_domain_prompt().cpu() for c in live}, r),  # CPU only
+                weights={c.cid: int(len(c.train_y)) for c in live},
                 domain_init=clients[0].learner.domain_init.cpu(),
             )
         )
         agg_s = time.perf_counter() - t0
         faults.enter("evaluate", r)
-        for c in clients:
-            c.learner.set_domain_prompt(out.prompts[c.cid])
-        part = {**_evaluate_all(clients, backbone, classnames, zero_shot=not strategy.trains),
-                "train_s": train_s, "agg_s": agg_s, "info": out.info}
+        for c in live:
+            if c.cid in out.prompts:  # a client left out of the round keeps its prompt
+                c.learner.set_domain_prompt(out.prompts[c.cid])
+        dropped = sorted({c.cid for c in clients if c not in live} | set(out.info.get("dropped", [])))
+        part = {**_evaluate_all(live, backbone, classnames, zero_shot=not strategy.trains),
+                "train_s": train_s, "agg_s": agg_s, "info": {**out.info, "dropped": dropped}}
         if r == 0:  # the reference level: hand-written prompts, nothing trained
-            zs = _evaluate_all(clients, backbone, classnames, zero_shot=True)
+            zs = _evaluate_all(live, backbone, classnames, zero_shot=True)
             part.update({"zeroshot" if k == "acc" else f"zeroshot_{k}": v for k, v in zs.items()})
         parts = clients_world.gather(part) if gather else [part]
         faults.enter("checkpoint", r)

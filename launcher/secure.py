@@ -11,6 +11,7 @@ honest server (:mod:`mpc.reference`), which is what SecFPP must match up to fixe
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import torch
@@ -19,6 +20,8 @@ from launcher.config import Config
 from launcher.strategies import RoundInput, RoundOutput, Strategy
 from launcher.world import World
 from mpc.layout import round_robin
+
+log = logging.getLogger(__name__)
 
 def join_party_world(cfg: Config, world: World) -> Any:
     """Join the CrypTen party world (collective over every MPI rank, dealer included)."""
@@ -41,9 +44,19 @@ def _reduce_all(
 
     R = projection_matrix(domain_init.numel(), cfg.mpc.proj_dim, seed=cfg.seed)  # public, same everywhere
     ids = sorted(prompts)
+    if not ids:  # every client of this rank has dropped out: it still computes, with no rows
+        return ids, torch.zeros(0, cfg.mpc.proj_dim), torch.zeros(0, domain_init.numel())
     x = torch.stack([reduce_prompt(features[i], domain_init, R) for i in ids])
     p = torch.stack([prompts[i].reshape(-1) for i in ids])
     return ids, x, p
+
+
+def _bits(cfg: Config) -> int:
+    """Fractional bits of the clustered rows, fixed by the registered clients: a round with
+    dropouts keeps them, and with them the warm-start centres (SecFPP and its twin alike)."""
+    from mpc.layout import quant_bits
+
+    return quant_bits(cfg.n_clients)
 
 
 class _ClusterFeatures:
@@ -78,7 +91,8 @@ class _ClusterFeatures:
         return out
 
     def installed_now(self, prompts: dict[int, torch.Tensor]) -> None:
-        self.installed = {cid: p.clone() for cid, p in prompts.items()}
+        """The prompts clients hold now (a client left out of a round keeps its trained one)."""
+        self.installed.update({cid: p.clone() for cid, p in prompts.items()})
 
     def state_dict(self) -> dict[str, Any]:
         return {"installed": dict(self.installed), "drift": dict(self.drift)}  # tensors are never mutated
@@ -136,7 +150,7 @@ class PlaintextClustered(Strategy):
         ids, x, p = _reduce_all(self.cfg, prompts, inp.domain_init, self.features(prompts, inp.domain_init))
         k_range = self.schedule.k_range(inp.round_idx)
         res = secpc_reference(x.double(), p.double(), self.schedule.round_config(inp.round_idx),
-                              warm_state=self.centres.get(k_range))
+                              warm_state=self.centres.get(k_range), bits=_bits(self.cfg))
         self.centres[k_range] = (res.S, res.n)
         self.schedule.k = res.k
         shape = inp.domain_init.shape
@@ -174,10 +188,14 @@ class SecFPP(Strategy):
         from mpc.secpc import secpc_round
 
         ids, x, p = _reduce_all(self.cfg, inp.prompts, inp.domain_init, self.features(inp.prompts, inp.domain_init))
-        owners = round_robin(self.cfg.n_clients, self.world.size)
+        if self.cfg.mpc.topology == "servers":
+            return self._via_servers(inp, ids, x, p)
+        live = sorted(c for part in self.world.allgather(ids) for c in part)  # public: who takes part
+        placement = round_robin(self.cfg.n_clients, self.world.size)
+        owners = [placement[c] for c in live]
         k_range = self.schedule.k_range(inp.round_idx)
         config = self.schedule.round_config(inp.round_idx)
-        res = secpc_round(self.party, x, p, owners, config, warm=self.warm.get(k_range))
+        res = secpc_round(self.party, x, p, owners, config, warm=self.warm.get(k_range), bits=_bits(self.cfg))
         self.warm[k_range] = res.state
         self.schedule.k = res.k
         shape = inp.domain_init.shape
@@ -192,6 +210,28 @@ class SecFPP(Strategy):
             info["assignment"] = {cid: int(res.own_assignment[j]) for j, cid in enumerate(ids)}
         rows = {cid: res.own_rows[j].float().reshape(shape) for j, cid in enumerate(ids)}
         self.features.installed_now(rows)
+        return RoundOutput(rows, info)
+
+    def _via_servers(self, inp: RoundInput, ids: list[int], x: torch.Tensor, p: torch.Tensor) -> RoundOutput:
+        """Servers topology: send shares to the compute parties, rebuild the own clients' rows."""
+        from mpi4py import MPI
+
+        from launcher.ranks import server_layout
+        from mpc.servers import client_round
+
+        res = client_round(MPI.COMM_WORLD, server_layout(self.cfg), inp.round_idx, ids, x, p, self.cfg.mpc.wait_s)
+        shape = inp.domain_init.shape
+        rows = {cid: res.rows[cid].reshape(shape) for cid in res.included}
+        self.features.installed_now({**inp.prompts, **rows})
+        info: dict[str, Any] = {
+            "k": res.k,
+            # a client's own view: the share and output messages, their bytes, its wall time
+            "mpc": {"seconds": res.seconds, "rounds": 2, "bytes": res.bytes_sent + res.bytes_received},
+            "insecure_dealer": self.cfg.mpc.dealer == "tfp",
+            "dropped": [cid for cid in ids if cid not in rows],
+        }
+        if res.labels:
+            info["assignment"] = dict(res.labels)
         return RoundOutput(rows, info)
 
     def state_dict(self) -> dict[str, Any]:
@@ -209,4 +249,54 @@ class SecFPP(Strategy):
     def close(self) -> None:
         from mpc.runtime import shutdown
 
-        shutdown(self.party)
+        if self.party is not None:  # servers topology: clients are not CrypTen parties
+            shutdown(self.party)
+
+
+def serve(cfg: Config, world: World, mpc_world: World, rd: Any, resume_round: int | None, n_client_ranks: int) -> None:
+    """A compute party's (or the dealer's) whole run in the servers topology.
+
+    Every round: collect the clients' shares, run SecPC, checkpoint this party's shares of the
+    centres (before any client sees an output, so a round a client has seen is resumable), send
+    each client rank its rows' output shares. The adaptive-k schedule is the clients' own
+    (:class:`_AdaptiveSchedule`), driven by the revealed k.
+    """
+    from launcher import faults
+    from launcher.ranks import server_layout
+    from mpc.clustering import SecureState
+    from mpc.runtime import PartySpec, init_from_mpi, shutdown
+    from mpc.servers import drain_late, serve_round
+
+    layout = server_layout(cfg)
+    spec = PartySpec(cfg.mpc.servers, dealer=cfg.mpc.dealer, address=cfg.mpc.address,  # type: ignore[arg-type]
+                     timeout_s=cfg.mpc.timeout_s)
+    party = init_from_mpi(spec, comm=mpc_world._comm)
+    if party.is_dealer:
+        return
+    schedule, warm, start = _AdaptiveSchedule(cfg), {}, 0
+    if resume_round is not None:
+        state = rd.load_shard(resume_round, world.rank, rd.config_sha(cfg.to_dict()), n_client_ranks)
+        schedule.k = state["k"]
+        warm = {tuple(kr): SecureState.from_state(w) for kr, w in state["warm"].items()}
+        start = resume_round + 1
+    last = None
+    for r in range(start, cfg.rounds):
+        faults.enter("secpc", r)
+        k_range = schedule.k_range(r)
+
+        def checkpoint(res: Any, r: int = r, k_range: tuple[int, int] = k_range) -> None:
+            if res.k:
+                warm[k_range], schedule.k = res.state, res.k
+            if res.dropped:
+                log.warning("round %d: clients %s left out (no shares by the deadline)", r + 1, res.dropped)
+            faults.enter("checkpoint", r)
+            rd.save_shard(r, world.rank, {"k": schedule.k, "warm": {kr: s.state_dict() for kr, s in warm.items()}},
+                          rd.config_sha(cfg.to_dict()), n_client_ranks)
+
+        last = serve_round(world._comm, layout, r, schedule.round_config(r), warm.get(k_range),
+                           cfg.mpc.deadline_s, cfg.mpc.wait_s, before_output=checkpoint)
+    faults.enter("done")
+    if last is not None and last.dropped:  # answer a client rank that is still late for the last round
+        late_ranks = sorted({layout.owners()[c] for c in last.dropped})
+        drain_late(world._comm, layout, cfg.rounds - 1, late_ranks, cfg.mpc.deadline_s)
+    shutdown(party)

@@ -45,16 +45,16 @@ class World:
         return self.rank == 0
 
     def split_clients(self, n_client_ranks: int) -> "World":
-        """The sub-world of client ranks: a TTP dealer rank must stay out of plaintext collectives.
+        """The sub-world of client ranks ``0..n_client_ranks-1``: a TTP dealer or a compute party
+        must stay out of the clients' plaintext collectives.
 
-        Collective: every rank calls it; the dealer gets back an empty world of size 0.
+        Collective: every rank calls it; the other ranks get the sub-world of the non-client
+        ranks (the compute parties and the dealer: the CrypTen world of ``mpc.topology=servers``).
         """
         if self._comm is None:
             return self
         is_client = self.rank < n_client_ranks
         sub = self._comm.Split(color=0 if is_client else 1, key=self.rank)
-        if not is_client:
-            return World(rank=self.rank, size=0, _comm=None)
         return World(rank=sub.Get_rank(), size=sub.Get_size(), _comm=sub)
 
     def allgather(self, obj: Any) -> list[Any]:

@@ -106,22 +106,43 @@ def secure_kmeans(
     warm: SecureState | None = None,
     log: CommLog | None = None,
 ) -> KMeansOutput:
-    """Secure Lloyd k-means for all candidates ``ks`` side by side.
+    """Secure Lloyd k-means for all candidates ``ks`` side by side (peer topology: the parties
+    own the rows and share them here).
 
     ``x_local``: this party's rows (``n_local x m``, norm <= 1) in global order of ``owners``.
     Returns encrypted final labels (after ``iters`` updates, recomputed with the final centres)
     and the encrypted state. Nothing is revealed.
     """
-    ct = import_crypten()
     log = log if log is not None else CommLog()
-    N = len(owners)
-    m = x_local.shape[1]
-    bits = lay.quant_bits(N)
+    bits = lay.quant_bits(len(owners))
+    with log.phase("share"):
+        Xi = so.share_rows(quantized_rows(x_local, bits), owners, rank, 0)
+    return kmeans_on_shares(Xi, ks, iters, seed, bits, warm=warm, log=log)
+
+
+def quantized_rows(x: torch.Tensor, bits: int) -> torch.Tensor:
+    """``[round(x 2^bits) | 1]``: the int64 rows SecPC shares (the 1 column counts members)."""
+    xq = lay.quantize(x, bits)
+    return torch.cat([xq, torch.ones(xq.shape[0], 1, dtype=torch.long)], 1)
+
+
+def kmeans_on_shares(
+    Xi,
+    ks: list[int],
+    iters: int,
+    seed: int,
+    bits: int,
+    warm: SecureState | None = None,
+    log: CommLog | None = None,
+) -> KMeansOutput:
+    """Secure Lloyd k-means on already shared rows ``Xi = [xq | 1]`` (``N x (m+1)`` int shares,
+    :func:`quantized_rows` at ``bits``), however they were shared (by their owners, or sent by
+    input-only clients to the compute parties: :mod:`mpc.servers`)."""
+    log = log if log is not None else CommLog()
+    N, m = Xi.shape[0], Xi.shape[1] - 1
     ks = list(ks)
     J, L = lay.pair_layout(ks)
     with log.phase("share"):
-        xq = lay.quantize(x_local, bits)
-        Xi = so.share_rows(torch.cat([xq, torch.ones(xq.shape[0], 1, dtype=torch.long)], 1), owners, rank, 0)
         if warm is not None:
             if tuple(warm.ks) != tuple(ks) or warm.bits != bits or warm.SN.shape[1] != m + 1:
                 raise ValueError("warm-start state does not match candidates / N / m")

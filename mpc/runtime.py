@@ -241,8 +241,11 @@ def shutdown(party: Party) -> None:
         crypten.uninit()
 
 
-def init_from_mpi(spec: PartySpec) -> Party:
+def init_from_mpi(spec: PartySpec, comm: Any = None) -> Party:
     """Bootstrap a party started by ``mpirun``: agree on a rendezvous over MPI, then CrypTen.
+
+    ``comm``: the MPI communicator of exactly the CrypTen ranks (default ``COMM_WORLD``; the
+    server-aided topology passes the compute parties' and dealer's, see :mod:`mpc.servers`).
 
     ``spec.address`` on loopback (default): every rank must be on one host (checked), and the
     rendezvous is a private ``file://`` store. Otherwise ``spec.address`` is rank 0's address
@@ -252,7 +255,7 @@ def init_from_mpi(spec: PartySpec) -> Party:
 
     from mpc import wire
 
-    world = MPI.COMM_WORLD
+    world = comm if comm is not None else MPI.COMM_WORLD
     spec.check_world_size(world.Get_size())
     rank = world.Get_rank()
     hosts = sorted(set(wire.allgather(world, MPI.Get_processor_name())))

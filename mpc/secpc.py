@@ -20,7 +20,14 @@ import torch
 from mpc import layout as lay
 from mpc import secure_ops as so
 from mpc.aggregation import secure_aggregate
-from mpc.clustering import INV_BITS, SecureState, secure_kmeans, secure_silhouette_choice, select_group
+from mpc.clustering import (
+    INV_BITS,
+    SecureState,
+    kmeans_on_shares,
+    quantized_rows,
+    secure_silhouette_choice,
+    select_group,
+)
 from mpc.compat import import_crypten
 from mpc.layout import SecPCConfig, rows_of
 from mpc.stats import CommLog
@@ -108,12 +115,15 @@ def secpc_round(
     owners: list[int],
     config: SecPCConfig = SecPCConfig(),
     warm: SecureState | None = None,
+    bits: int | None = None,
 ) -> SecPCResult:
     """One SecPC round at one client.
 
     ``x_local``: ``n_local x m`` reduced prompts (norm <= 1, :func:`mpc.projection.reduce_prompt`);
     ``p_local``: ``n_local x d`` full prompts (``vec(D_i)``); ``owners``: public owner rank of
-    every global row (this party's rows appear in ``x_local`` in that order).
+    every global row (this party's rows appear in ``x_local`` in that order). ``bits``: the
+    rows' fractional bits (default ``quant_bits(N)``; the launcher fixes them by the registered
+    clients so that rounds with dropouts keep the warm-start centres).
     """
     rank = party.rank
     N = len(owners)
@@ -124,16 +134,12 @@ def secpc_round(
         )
     check_inputs(rank, x_local, p_local, owners)
     log = CommLog()
-    ks = lay.candidate_groups(config.k_min, config.k_max, config.restarts)
+    bits = lay.quant_bits(N) if bits is None else bits
     with log.phase("share"):
         F = so.share_rows(p_local.float(), owners, rank, None)
-    out = secure_kmeans(x_local, owners, rank, ks, config.iters, config.seed, warm=warm, log=log)
-    if len(ks) == 1:
-        k, A, cbits = ks[0], out.A, None
-    else:
-        k, onehot, cb_all = secure_silhouette_choice(out, ks, N, log)
-        A, cbits = select_group(out.A, cb_all, onehot, ks, k, log)
-    agg = secure_aggregate(A, F, N, config.min_cluster_size, log, count_bits=cbits)
+        Xi = so.share_rows(quantized_rows(x_local, bits), owners, rank, 0)
+    core = cluster_and_aggregate(Xi, F, bits, config, warm, log)
+    k, A, agg = core.k, core.A, core.agg
     own_assign = None
     with log.phase("reveal"):
         own_rows = so.reveal_to_owners(agg, owners, rank)
@@ -147,8 +153,34 @@ def secpc_round(
         own_rows=own_rows.float(),
         k=k,
         stats=log.as_dict(),
-        state=out.state,
+        state=core.state,
         own_assignment=own_assign,
         insecure_dealer=bool(getattr(party, "insecure_dealer", False)),
         revealed=revealed,
     )
+
+
+@dataclass
+class CoreOutput:
+    """What the compute side of a round leaves encrypted, plus the revealed k."""
+
+    k: int
+    A: object  # N x k one-hot int shares of the chosen candidate
+    agg: object  # N x d fixed-point shares: row i = its cluster's mean prompt
+    state: SecureState
+
+
+def cluster_and_aggregate(Xi, F, bits: int, config: SecPCConfig, warm: SecureState | None, log: CommLog) -> CoreOutput:
+    """SecPC between sharing and revealing, the same for both topologies: cluster the shared
+    rows ``Xi`` (:func:`mpc.clustering.quantized_rows` at ``bits``), reveal only the chosen k,
+    aggregate the shared prompts ``F`` (``N x d``, fixed point) per cluster."""
+    N = Xi.shape[0]
+    ks = lay.candidate_groups(config.k_min, config.k_max, config.restarts)
+    out = kmeans_on_shares(Xi, ks, config.iters, config.seed, bits, warm=warm, log=log)
+    if len(ks) == 1:
+        k, A, cbits = ks[0], out.A, None
+    else:
+        k, onehot, cb_all = secure_silhouette_choice(out, ks, N, log)
+        A, cbits = select_group(out.A, cb_all, onehot, ks, k, log)
+    agg = secure_aggregate(A, F, N, config.min_cluster_size, log, count_bits=cbits)
+    return CoreOutput(k, A, agg, out.state)

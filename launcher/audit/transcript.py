@@ -96,14 +96,14 @@ def leak(variant: str) -> Iterator[None]:
     if variant == "reduce_reveal":
         mod, name, value = secure_ops, "reveal_to_owners", _reduce_reveal
     elif variant == "open_distance":
-        kmeans = secpc.secure_kmeans
+        kmeans = secpc.kmeans_on_shares
 
         def value(*a: Any, **k: Any) -> Any:
             out = kmeans(*a, **k)
             out.Xi[:1].matmul(out.state.SN[:1].t()).get_plain_text()  # one x_i . S_j, opened to all
             return out
 
-        mod, name = secpc, "secure_kmeans"
+        mod, name = secpc, "kmeans_on_shares"
     else:
         raise ValueError(f"unknown variant {variant!r}; choose real or one of {LEAKS}")
     saved = getattr(mod, name)

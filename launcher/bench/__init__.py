@@ -10,6 +10,7 @@ import importlib
 
 BENCHMARKS = {
     "cluster": "SecPC secure k-means vs a naive CrypTen Lloyd loop (run under mpirun)",
+    "secpc": "one full adaptive SecPC round, servers or peer topology, vs the plaintext reference (mpirun)",
     "train": "local prompt training with vs without the image-feature cache",
 }
 

@@ -151,14 +151,14 @@ def leak(variant: str, rank: int, X_own: torch.Tensor):
     if variant == "reduce_reveal":
         patch(so, "reveal_to_owners", _reduce_reveal)
     elif variant == "open_distance":
-        kmeans = secpc.secure_kmeans
+        kmeans = secpc.kmeans_on_shares
 
         def leaky_kmeans(*a, **k):
             out = kmeans(*a, **k)
             out.Xi.matmul(out.state.SN.t()).get_plain_text()  # x_i . S_j opened to everyone
             return out
 
-        patch(secpc, "secure_kmeans", leaky_kmeans)
+        patch(secpc, "kmeans_on_shares", leaky_kmeans)
     elif variant == "labels_every_iter":
         assign = clustering._assign
 

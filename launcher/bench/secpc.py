@@ -1,0 +1,231 @@
+"""``mpirun -np W python -m launcher bench secpc --clients N --topology servers|peer``
+
+One full adaptive SecPC round (share, Lloyd for every candidate k with restarts, silhouette,
+k, aggregation, output) on public Gaussian blobs, in either topology, checked against the
+plaintext reference (:func:`mpc.reference.secpc_reference`) on the same inputs. World size:
+
+* ``peer``: ``N + 1`` (every client a CrypTen party, plus the TTP dealer);
+* ``servers``: ``R + S + 1`` (R client ranks that host the N clients round-robin, ``--servers S``
+  compute parties, the dealer; see :class:`mpc.servers.ServerLayout`).
+
+World rank 0 (a client rank) prints one JSON object: ``seconds`` (the slowest client's wall time from sharing
+to holding its output), ``rounds`` (CrypTen's round counter at a compute party other than
+party 0, plus the two client message rounds in ``servers``), ``rounds_party0`` (party 0 also
+counts 3 per TTP request), ``rounds_per_lloyd_iter``, ``mb_per_compute_party`` (bytes a
+compute party sends: to the other parties, and in ``servers`` to the clients),
+``mb_per_client`` (bytes one client sends), ``agreement`` (share of labels
+equal to the reference's after relabelling, see :func:`_agreement` for why), ``max_abs_error`` (aggregates vs the reference), ``k`` and
+``reference_k``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+import torch
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="python -m launcher bench secpc")
+    ap.add_argument("--clients", type=int, required=True, help="N clients (rows)")
+    ap.add_argument("--topology", choices=("servers", "peer"), default="servers")
+    ap.add_argument("--servers", type=int, default=3, help="compute parties (servers topology)")
+    ap.add_argument("--dim", type=int, default=64, help="reduced row dimension m")
+    ap.add_argument("--prompt-dim", type=int, default=256, help="flattened domain prompt size d")
+    ap.add_argument("--true-k", type=int, default=4, help="blobs in the data")
+    ap.add_argument("--k-min", type=int, default=2)
+    ap.add_argument("--k-max", type=int, default=6)
+    ap.add_argument("--restarts", type=int, default=4)
+    ap.add_argument("--iters", type=int, default=10)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--spread", type=float, default=0.6)
+    ap.add_argument("--wait-s", type=float, default=600, help="longest wait for a message from a peer")
+    return ap.parse_args(argv)
+
+
+def blobs(n: int, m: int, d: int, k: int, seed: int, spread: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Public test data: unit rows around ``k`` centres and small prompts."""
+    g = torch.Generator().manual_seed(seed)
+    centres = torch.randn(k, m, generator=g, dtype=torch.float64)
+    X = centres[torch.arange(n) % k] + spread * torch.randn(n, m, generator=g, dtype=torch.float64)
+    X = X / X.norm(dim=1, keepdim=True)
+    P = torch.randn(n, d, generator=g, dtype=torch.float64) * 0.1
+    return X.float(), P.float()
+
+
+def main(argv: list[str]) -> int:
+    args = parse(argv)
+    from mpi4py import MPI
+
+    from mpc import wire
+    from mpc.layout import SecPCConfig, quant_bits
+    from mpc.reference import secpc_reference
+
+    world = MPI.COMM_WORLD
+    X, P = blobs(args.clients, args.dim, args.prompt_dim, args.true_k, args.seed, args.spread)
+    config = SecPCConfig(args.k_min, args.k_max, args.iters, args.seed, restarts=args.restarts,
+                         reveal_own_assignment=True)
+    run = _servers if args.topology == "servers" else _peer
+    try:
+        mine = run(args, world, X, P, config)  # this rank's labels, rows, stats, seconds
+    except BaseException:  # a rank that fails must end the job now, not hang in MPI_Finalize
+        import traceback
+
+        traceback.print_exc()
+        world.Abort(1)
+    parts = wire.gather(world, mine, root=0)
+    if world.Get_rank() != 0:
+        return 0
+    ref = secpc_reference(X.double(), P.double(), config, bits=quant_bits(args.clients))
+    labels, rows, stats, seconds, client_bytes = {}, {}, [], [], []
+    for part in parts:
+        labels.update({int(c): v for c, v in part["labels"].items()})
+        rows.update({int(c): torch.tensor(v) for c, v in part["rows"].items()})
+        stats.append(part["stats"])
+        if part["seconds"] is not None:
+            seconds.append(part["seconds"])
+        client_bytes += part["client_bytes"]
+    secure = [labels.get(i, -1) for i in range(args.clients)]
+    agree, exact = _agreement(secure, ref.labels.tolist(), ref.k)
+    err = max(float((rows[i].double() - ref.rows[i]).abs().max()) for i in rows) if rows else float("nan")
+    first = world.Get_size() - (args.servers + 1) if args.topology == "servers" else 0
+    s0, s1 = stats[first], stats[first + 1]  # compute party 0 and another compute party
+    extra = 2 if args.topology == "servers" else 0  # clients' share message and output message
+    out = {
+        "bench": "secpc",
+        "topology": args.topology,
+        "clients": args.clients,
+        "compute_parties": args.servers if args.topology == "servers" else args.clients,
+        "client_ranks": first if args.topology == "servers" else args.clients,
+        "dim": args.dim,
+        "prompt_dim": args.prompt_dim,
+        "k_range": [args.k_min, args.k_max],
+        "restarts": args.restarts,
+        "iters": args.iters,
+        "seconds": round(max(seconds), 3),
+        "rounds": int(s1["total"]["rounds"]) + extra,
+        "rounds_party0": int(s0["total"]["rounds"]) + extra,
+        "rounds_per_lloyd_iter": round(_lloyd_rounds(s1) / args.iters, 2),
+        "rounds_per_lloyd_iter_party0": round(_lloyd_rounds(s0) / args.iters, 2),
+        "rounds_by_phase": {k: int(v["rounds"]) for k, v in s1.items() if isinstance(v, dict) and "rounds" in v},
+        "mb_per_compute_party": round(_sent(s1) / 1e6, 3),
+        "mb_per_client": round(sum(client_bytes) / len(client_bytes) / 1e6, 4),
+        "agreement": agree,
+        "agreement_without_relabelling": exact,
+        "max_abs_error": err,
+        "k": _k(parts),
+        "reference_k": ref.k,
+    }
+    print(json.dumps(out), flush=True)
+    return 0
+
+
+def _agreement(secure: list[int], reference: list[int], k: int) -> tuple[float, float]:
+    """Share of rows whose label equals the reference's, after the best relabelling, and before.
+
+    Ties: restarts that reach the same partition (in another label order) have exactly equal
+    silhouettes; the reference takes the first, the secure comparison of the fixed-point scores
+    may take another. The partition and every aggregate are then the same and only the label
+    names differ, so labels are matched first (Hungarian, :func:`scipy.optimize.linear_sum_assignment`).
+    """
+    import numpy as np
+    from scipy.optimize import linear_sum_assignment
+
+    n = len(reference)
+    size = max(k, max(secure) + 1, 1)
+    overlap = np.zeros((size, size))
+    for s_, r_ in zip(secure, reference):
+        if s_ >= 0:
+            overlap[s_, r_] += 1
+    rows, cols = linear_sum_assignment(-overlap)
+    matched = overlap[rows, cols].sum()
+    exact = sum(int(s_ == r_) for s_, r_ in zip(secure, reference))
+    return float(matched / n), float(exact / n)
+
+
+def _lloyd_rounds(stats: dict) -> int:
+    return int(stats.get("lloyd", {}).get("rounds", 0) + stats.get("assign_final", {}).get("rounds", 0))
+
+
+def _sent(stats: dict) -> int:
+    return int(stats["total"]["bytes"]) + int(stats.get("clients", {}).get("bytes_sent", 0))
+
+
+def _k(parts: list) -> int:
+    ks = {p["k"] for p in parts if p["k"] is not None}
+    if len(ks) != 1:
+        raise RuntimeError(f"parties disagree on k: {ks}")
+    return ks.pop()
+
+
+def _servers(args, world, X, P, config) -> dict:
+    from mpc.compat import import_crypten
+    from mpc.runtime import PartySpec, init_from_mpi, shutdown
+    from mpc.servers import ServerLayout, client_round, serve_round
+
+    size, rank = world.Get_size(), world.Get_rank()
+    lay = ServerLayout(args.servers, size - args.servers - 1, args.clients)
+    if size != lay.world_size or lay.n_client_ranks < 1:
+        raise SystemExit(f"servers topology needs mpirun -np {args.servers}+1+R (R >= 1 client ranks), got {size}")
+    is_mpc = not lay.is_client_rank(rank)
+    sub = world.Split(0 if is_mpc else 1, rank)
+    part = {"labels": {}, "rows": {}, "stats": {"total": {"rounds": 0, "bytes": 0}}, "seconds": None,
+            "client_bytes": [], "k": None}
+    world.Barrier()
+    if is_mpc:
+        party = init_from_mpi(PartySpec(args.servers), comm=sub)
+        if not party.is_dealer:
+            import_crypten().communicator.get().barrier()
+            res = serve_round(world, lay, 0, config, None, deadline_s=args.wait_s, wait_s=args.wait_s)
+            part.update(stats=res.stats, k=res.k)
+            shutdown(party)
+        return part
+    ids = lay.clients_of(rank)
+    res = client_round(world, lay, 0, ids, X[ids], P[ids], wait_s=args.wait_s)
+    part.update(
+        labels=res.labels,
+        rows={c: r.tolist() for c, r in res.rows.items()},
+        seconds=res.seconds,
+        client_bytes=[res.bytes_sent / len(ids)] * len(ids),
+        k=res.k,
+    )
+    return part
+
+
+def _peer(args, world, X, P, config) -> dict:
+    from mpc.layout import round_robin, rows_of
+    from mpc.runtime import PartySpec, init_from_mpi, shutdown
+    from mpc.compat import import_crypten
+    from mpc.secpc import secpc_round
+
+    size = world.Get_size()
+    if size != args.clients + 1:
+        raise SystemExit(f"peer topology needs mpirun -np {args.clients + 1} (clients + dealer), got {size}")
+    party = init_from_mpi(PartySpec(args.clients))
+    part = {"labels": {}, "rows": {}, "stats": {"total": {"rounds": 0, "bytes": 0}}, "seconds": None,
+            "client_bytes": [], "k": None}
+    if party.is_dealer:
+        return part
+    owners = round_robin(args.clients, args.clients)
+    mine = rows_of(party.rank, owners)
+    import_crypten().communicator.get().barrier()
+    t0 = time.perf_counter()
+    res = secpc_round(party, X[mine], P[mine], owners, config)
+    seconds = time.perf_counter() - t0
+    shutdown(party)
+    part.update(
+        labels={c: int(res.own_assignment[j]) for j, c in enumerate(mine)},
+        rows={c: res.own_rows[j].tolist() for j, c in enumerate(mine)},
+        stats=res.stats,
+        seconds=seconds,
+        client_bytes=[res.stats["total"]["bytes"]],
+        k=res.k,
+    )
+    return part
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

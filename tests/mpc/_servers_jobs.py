@@ -1,0 +1,89 @@
+"""Party job for tests/mpc/test_servers.py, run under a real ``mpirun``:
+
+    mpirun [--enable-recovery] -np R+S+1 python tests/mpc/_servers_jobs.py MODE OUT R
+
+Clients 0..N-1 on client ranks 0..R-1, then S=3 compute parties and the dealer. One server-aided
+SecPC round on public blobs; every rank writes what it learnt to OUT as JSON.
+
+* ``plain``: nothing special; compute party 0 also writes every word it received from clients
+  (``received.npy``) and every client rank its encoded secrets (``secrets-<rank>.npy``).
+* ``leak``: like ``plain`` but the clients' sharing is replaced by a leaky one (compute party
+  0 gets the plaintext encoding): the test must catch it.
+* ``drop``: the last client rank SIGKILLs itself before it shares (run with
+  ``--enable-recovery`` so mpirun lets the others go on).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from launcher.bench.secpc import blobs  # noqa: E402
+from mpc import servers  # noqa: E402
+from mpc.layout import SecPCConfig  # noqa: E402
+
+N, M, D, S = 9, 8, 16, 3
+CONFIG = SecPCConfig(2, 3, 5, 0, restarts=2, reveal_own_assignment=True)
+DEADLINE_S = 4.0
+
+
+def main(mode: str, out: Path, n_client_ranks: int) -> None:
+    from mpi4py import MPI
+
+    from mpc.compat import import_crypten
+    from mpc.runtime import PartySpec, init_from_mpi, shutdown
+
+    world = MPI.COMM_WORLD
+    rank = world.Get_rank()
+    layout = servers.ServerLayout(S, n_client_ranks, N)
+    X, P = blobs(N, M, D, 3, 1, 0.5)
+    sub = world.Split(0 if layout.is_client_rank(rank) else 1, rank)
+    if not layout.is_client_rank(rank):
+        party = init_from_mpi(PartySpec(S), comm=sub)
+        if party.is_dealer:
+            return
+        received: list[np.ndarray] = []
+        recv_any = servers._recv_any
+
+        def recording(comm, sources, tag):  # the buffers this compute party holds after each receive
+            got = recv_any(comm, sources, tag)
+            if got is not None:
+                received.append(got[1].copy())
+            return got
+
+        servers._recv_any = recording
+        import_crypten().communicator.get().barrier()
+        res = servers.serve_round(world, layout, 0, CONFIG, None, DEADLINE_S, 120)
+        shutdown(party)
+        s = rank - n_client_ranks
+        (out / f"server-{s}.json").write_text(json.dumps({"k": res.k, "included": res.included, "dropped": res.dropped}))
+        if s == 0:
+            np.save(out / "received.npy", np.concatenate([r[4 + int(r[1]):] for r in received]))  # past the public header and ids
+        return
+    ids = layout.clients_of(rank)
+    if mode == "drop" and rank == n_client_ranks - 1:
+        os.kill(os.getpid(), signal.SIGKILL)
+    np.save(out / f"secrets-{rank}.npy", servers.encode_inputs(X[ids], P[ids], layout.bits).numpy())
+    if mode == "leak":
+        def leaky(values, n, rng=None):  # share 0 *is* the value, the others are zero
+            return [values.clone()] + [torch.zeros_like(values) for _ in range(n - 1)]
+
+        servers.split_shares = leaky
+    res = servers.client_round(world, layout, 0, ids, X[ids], P[ids], 120)
+    (out / f"client-{rank}.json").write_text(json.dumps({
+        "k": res.k, "included": res.included, "labels": res.labels,
+        "rows": {c: r.tolist() for c, r in res.rows.items()},
+    }))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], Path(sys.argv[2]), int(sys.argv[3]))
