@@ -28,6 +28,8 @@ def round_line(row: RoundRow) -> str:
     parts.append(f"train {row.time.local_train_s:.1f}s")
     if row.mpc is not None:
         parts.append(f"mpc {row.mpc.seconds:.1f}s/{row.mpc.rounds} rounds/{row.mpc.bytes_per_party / 1e6:.1f} MB")
+    if row.dropouts:
+        parts.append(f"{len(row.dropouts)} dropped")
     if row.epsilon is not None:
         parts.append(f"eps {row.epsilon:.2f}" + (" (heuristic)" if row.epsilon_heuristic else ""))
     return " | ".join(parts)

@@ -11,6 +11,7 @@ honest server (:mod:`mpc.reference`), which is what SecFPP must match up to fixe
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -258,7 +259,9 @@ def serve(cfg: Config, world: World, mpc_world: World, rd: Any, resume_round: in
 
     Every round: collect the clients' shares, run SecPC, checkpoint this party's shares of the
     centres (before any client sees an output, so a round a client has seen is resumable), send
-    each client rank its rows' output shares. The adaptive-k schedule is the clients' own
+    each client rank its rows' output shares, and log this party's costs per phase to
+    ``mpc.compute-<s>.jsonl`` in the run directory (the clients' ``metrics.jsonl`` carries their
+    own view: two messages, their bytes, their wall time). The adaptive-k schedule is the clients' own
     (:class:`_AdaptiveSchedule`), driven by the revealed k.
     """
     from launcher import faults
@@ -266,6 +269,7 @@ def serve(cfg: Config, world: World, mpc_world: World, rd: Any, resume_round: in
     from mpc.clustering import SecureState
     from mpc.runtime import PartySpec, init_from_mpi, shutdown
     from mpc.servers import drain_late, serve_round
+    from prompts.atomic import atomic_write_bytes
 
     layout = server_layout(cfg)
     spec = PartySpec(cfg.mpc.servers, dealer=cfg.mpc.dealer, address=cfg.mpc.address,  # type: ignore[arg-type]
@@ -280,6 +284,9 @@ def serve(cfg: Config, world: World, mpc_world: World, rd: Any, resume_round: in
         warm = {tuple(kr): SecureState.from_state(w) for kr, w in state["warm"].items()}
         start = resume_round + 1
     last = None
+    cost_path = rd.path / f"mpc.compute-{mpc_world.rank}.jsonl"  # this compute party's own costs per round
+    costs = [c for c in map(json.loads, cost_path.read_text().splitlines()) if c["round"] <= start] \
+        if cost_path.is_file() else []
     for r in range(start, cfg.rounds):
         faults.enter("secpc", r)
         k_range = schedule.k_range(r)
@@ -295,6 +302,10 @@ def serve(cfg: Config, world: World, mpc_world: World, rd: Any, resume_round: in
 
         last = serve_round(world._comm, layout, r, schedule.round_config(r), warm.get(k_range),
                            cfg.mpc.deadline_s, cfg.mpc.wait_s, before_output=checkpoint)
+        costs.append({"round": r + 1, "k": last.k, "rows": len(last.included), "dropouts": last.dropped,
+                      "phases": last.stats})
+        atomic_write_bytes(rd.path / f"mpc.compute-{mpc_world.rank}.jsonl",
+                           "".join(json.dumps(c, sort_keys=True) + "\n" for c in costs).encode())
     faults.enter("done")
     if last is not None and last.dropped:  # answer a client rank that is still late for the last round
         late_ranks = sorted({layout.owners()[c] for c in last.dropped})

@@ -3,7 +3,8 @@
 # (no network needed). Not CI. Uses the python on PATH (PYTHON=... for another); packages it
 # lacks are installed offline from WHEELS=dir (pip --no-index --no-deps; make the directory
 # elsewhere with scripts/gpu_wheels.sh). Prints, in order: the stack, `bench train` on cuda and
-# on cpu, a 2-round SecFPP job under mpirun with train.device=auto, and the device tests.
+# on cpu, a 2-round SecFPP job under mpirun with train.device=auto (peer, then servers topology),
+# `bench secpc` for 100 and 1,000 clients, and the device tests.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -38,4 +39,12 @@ start=$SECONDS
   data.clients_per_domain=1 mpc.min_cluster_size=1 mpc.allow_insecure=true mpc.k_max=3 rounds=2 --run-dir "$root/runs/gpu-check" 2>&1 \
   | tr '\r' '\n' | grep -v "^secfpp:\|^pretraining"
 echo "gpu_check: main job $((SECONDS - start)) s; devices: $("$python" -c "import json; print(json.load(open('$root/runs/gpu-check/summary.json'))['train_devices'])")"
+echo "gpu_check: SecFPP, servers topology: 9 clients on 2 client ranks, 3 compute parties + TTP, 2 rounds"
+start=$SECONDS
+"$mpirun" --oversubscribe -np 6 "$python" -m launcher run --config launcher/configs/default.yaml \
+  mpc.topology=servers mpc.client_ranks=2 rounds=2 --run-dir "$root/runs/gpu-check-servers" 2>&1 \
+  | tr '\r' '\n' | grep -v "^secfpp:\|^pretraining"
+echo "gpu_check: servers job $((SECONDS - start)) s; devices: $("$python" -c "import json; print(json.load(open('$root/runs/gpu-check-servers/summary.json'))['train_devices'])")"
+echo "gpu_check: bench secpc, servers topology, N = 100 and 1,000 clients"
+for n in 100 1000; do "$mpirun" --oversubscribe -np 6 "$python" -m launcher bench secpc --clients $n 2>&1 | grep '^{'; done
 "$python" -m pytest -q -p no:cacheprovider tests/launcher/test_config.py::test_train_device_resolves_and_cuda_without_a_gpu_is_an_error tests/prompts/test_training.py

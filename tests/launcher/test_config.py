@@ -46,6 +46,9 @@ def test_default_config_loads_and_overrides_apply():
         ("mpc.timeout_s=2", r"mpc.timeout_s: must be >= 10 s .*set-up does not count against it"),
         ("mpc.timeout_s=-1", r"mpc.timeout_s: must be >= 10"),
         ("mpc.address=' '", r"mpc.address: empty"),
+        ("mpc.topology=ring", r"mpc.topology: peer or servers"),
+        ("mpc.servers=1", r"mpc.servers: must be >= 2"),
+        ("mpc.deadline_s=0", r"mpc.deadline_s: must be > 0"),
     ],
 )
 def test_bad_configs_are_rejected_with_the_key_named(override, message):
@@ -76,6 +79,22 @@ def test_cli_reports_config_errors_and_world_size():
     # SecFPP outside mpirun says which mpirun line to use
     run = subprocess.run(env_cmd + ["run", "--config", str(DEFAULT)], capture_output=True, text=True)
     assert run.returncode == 2 and f"mpirun -np {cfg.n_clients + 1}" in run.stderr
+
+
+def test_servers_topology_is_secfpps_and_its_world_is_client_ranks_plus_compute_parties_plus_dealer():
+    with pytest.raises(ConfigError, match="mpc.topology=servers is SecFPP's; method=clustered"):
+        load_config(DEFAULT, ["mpc.topology=servers", "method=clustered"])
+    with pytest.raises(ConfigError, match=r"mpc.client_ranks=10 exceeds the number of clients \(9\)"):
+        load_config(DEFAULT, ["mpc.topology=servers", "mpc.client_ranks=10"])
+    from launcher.ranks import world_size
+
+    assert world_size(load_config(DEFAULT, ["mpc.topology=servers", "mpc.client_ranks=4"])) == 4 + 3 + 1
+    assert world_size(load_config(DEFAULT, ["mpc.topology=servers", "mpc.servers=2", "mpc.dealer=tfp"])) == 1 + 2
+    scale = load_config(DEFAULT.parent / "scale.yaml")
+    assert scale.n_clients == 100 and world_size(scale) == 6
+    run = subprocess.run([sys.executable, "-m", "launcher", "run", "--config", str(DEFAULT), "mpc.topology=servers"],
+                         capture_output=True, text=True)
+    assert run.returncode == 2 and "mpirun -np 5 python -m launcher run" in run.stderr, run.stderr
 
 
 def test_train_device_resolves_and_cuda_without_a_gpu_is_an_error(monkeypatch):
