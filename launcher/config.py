@@ -108,8 +108,9 @@ class MPCConfig:
     adapt_every: int = at_least(1, 1)
     timeout_s: float = at_least(MIN_TIMEOUT_S, 120.0, f"must be >= {MIN_TIMEOUT_S:g} s (one MPC step on a busy "
                                 "machine can take seconds; set-up does not count against it)")
-    address: str = _rule(lambda v: bool(v.strip()), "empty; use 127.0.0.1 on one host or rank 0's reachable "
-                         "address", "127.0.0.1")
+    # auto: loopback when every rank is on one host, else rank 0's routable address (mpc.runtime)
+    address: str = _rule(lambda v: bool(v.strip()), "empty; use auto, 127.0.0.1 on one host or rank 0's "
+                         "reachable address", "auto")
     # what is clustered: "drift" (own accumulated updates) or "prompt" (D_i)
     features: str = one_of(("drift", "prompt"), "drift", "drift or prompt")
     # min_cluster_size < 3 or 2 clients: a cluster member can read another member's prompt

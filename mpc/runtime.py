@@ -7,14 +7,20 @@ Two launchers reach the same code path:
 * :func:`run_parties` (tests, single-host simulations): spawns the parties as local
   processes with the same environment variables and the same :func:`start_party`.
 
-Network. On one host (the default, ``address`` on loopback) nothing listens on a network
-interface: the rendezvous is a ``file://`` store in a fresh private directory (mode 0700) that
-rank 0 creates and names to the others, so there is no port to race for, and gloo's pair
-sockets are bound to the loopback interface (``GLOO_SOCKET_IFNAME``). A loopback address with
-ranks on several hosts is refused. On several hosts ``address`` must be rank 0's routable
-address; the TCP store then listens on all of rank 0's interfaces, and shares, openings and
-dealer keys travel **unencrypted and unauthenticated**: the links must be protected by the
-user (WireGuard, IPsec or a TLS tunnel), as the README's threat model says.
+Network. ``address="auto"`` (the default) or a loopback address with every rank on one host
+(ranks are told apart by ``MPI.Get_processor_name()``): nothing listens on a network interface.
+The rendezvous is a ``file://`` store in a fresh private directory (mode 0700) that rank 0
+creates and names to the others, so there is no port to race for, and gloo's pair sockets are
+bound to the loopback interface (``GLOO_SOCKET_IFNAME``). With ranks on several hosts, ``auto``
+finds rank 0's routable address: every rank reports its non-loopback IPv4 addresses, and rank 0
+takes the source address the kernel would use towards a peer host (:func:`routable_address`);
+if there is none the run stops, naming ``mpc.address``. An explicit address wins (a loopback
+one with ranks on several hosts is refused). Off loopback the TCP store listens on all of rank
+0's interfaces, every rank binds gloo's pair sockets to its interface towards that address
+(unless ``GLOO_SOCKET_IFNAME`` is set: gloo's own default, the address the hostname resolves
+to, is often loopback), and shares, openings and dealer keys travel **unencrypted and
+unauthenticated**: the links must be protected by the user (WireGuard, IPsec or a TLS
+tunnel), as the README's threat model says.
 
 With ``dealer="ttp"`` (default) the last rank is CrypTen's trusted dealer, which
 makes the Beaver triples and never sees a share of the data. ``dealer="tfp"`` lets
@@ -29,6 +35,7 @@ terminates every party when one fails.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import datetime
 import ipaddress
 import logging
@@ -38,9 +45,11 @@ import pickle
 import queue
 import shutil
 import socket
+import sys
 import tempfile
 import time
 import traceback
+import urllib.parse
 import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Literal
@@ -51,6 +60,10 @@ log = logging.getLogger(__name__)
 
 Dealer = Literal["ttp", "tfp"]
 DEALERS: tuple[str, ...] = ("ttp", "tfp")
+
+#: ``PartySpec.address`` (``mpc.address``) that lets the runtime choose: loopback on one host,
+#: rank 0's routable address on several.
+AUTO = "auto"
 
 TFP_WARNING = (
     "dealer=tfp: party 0 generates the Beaver triples and can therefore learn other parties' "
@@ -68,7 +81,7 @@ class PartySpec:
 
     n_clients: int
     dealer: Dealer = "ttp"
-    address: str = "127.0.0.1"
+    address: str = AUTO
     port: int | None = None
     timeout_s: float = 120.0
 
@@ -144,6 +157,63 @@ def loopback_interface() -> str:
     return names[0] if names else "lo"
 
 
+def interface_addresses() -> list[tuple[str, str]]:
+    """(interface, IPv4 address) of this host's non-loopback interfaces that have one.
+
+    Linux only (the ``SIOCGIFADDR`` ioctl, one primary address per interface); elsewhere an
+    empty list, and rank 0 falls back on resolving its peers' host names.
+    """
+    if not sys.platform.startswith("linux"):
+        return []
+    import fcntl
+    import struct
+
+    found = []
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        for _, name in socket.if_nameindex():
+            try:
+                ifreq = fcntl.ioctl(s.fileno(), 0x8915, struct.pack("256s", name.encode()[:15]))  # SIOCGIFADDR
+            except OSError:  # no IPv4 address on this interface
+                continue
+            address = socket.inet_ntoa(ifreq[20:24])
+            if not ipaddress.ip_address(address).is_loopback:
+                found.append((name, address))
+    return found
+
+
+def source_address(destination: str) -> str | None:
+    """The local address the kernel would send from towards ``destination``, or None without a
+    route. A connected UDP socket only looks the route up: no packet is sent."""
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.connect((destination, 9))
+            return s.getsockname()[0]
+    except OSError:
+        return None
+
+
+def routable_address(
+    own: list[str], peers: list[str], source: Callable[[str], str | None] | None = None
+) -> str | None:
+    """Rank 0's address as seen from its peers' hosts: its source address towards the first peer
+    address that is neither loopback nor one of rank 0's own (a bridge such as docker0 can carry
+    the same address on every host, and a route to it never leaves rank 0's host). None when no
+    peer address gives a non-loopback source."""
+    for peer in peers:
+        if peer in own or is_loopback(peer):
+            continue
+        mine = (source or source_address)(peer)
+        if mine is not None and not is_loopback(mine):
+            return mine
+    return None
+
+
+def interface_towards(address: str) -> str | None:
+    """The interface this host would use to reach ``address`` (for ``GLOO_SOCKET_IFNAME``)."""
+    mine = source_address(address)
+    return next((name for name, a in interface_addresses() if a == mine), None)
+
+
 def private_rendezvous() -> tuple[str, str]:
     """(``file://`` rendezvous, its directory): a store only this user's processes can open."""
     directory = tempfile.mkdtemp(prefix="secfpp-rendezvous-")  # mode 0700
@@ -187,6 +257,10 @@ def start_party(rank: int, spec: PartySpec, rendezvous: str) -> Party:
     )
     if rendezvous.startswith("file://"):  # one host: gloo's sockets on loopback only
         os.environ["GLOO_SOCKET_IFNAME"] = loopback_interface()
+    elif "GLOO_SOCKET_IFNAME" not in os.environ:  # the interface that reaches rank 0's store
+        interface = interface_towards(urllib.parse.urlsplit(rendezvous).hostname or "")
+        if interface is not None:
+            os.environ["GLOO_SOCKET_IFNAME"] = interface
     party = Party(rank=rank, spec=spec)
     if spec.dealer == "tfp" and rank == 0:
         warnings.warn(TFP_WARNING, stacklevel=2)
@@ -241,15 +315,47 @@ def shutdown(party: Party) -> None:
         crypten.uninit()
 
 
+def rendezvous_address(address: str, reports: list[list[Any]]) -> str | None:
+    """Where rank 0 opens the TCP store, from ``mpc.address`` and every rank's ``[host name,
+    addresses]`` (rank order); None for one host's private ``file://`` store.
+
+    An explicit address wins; ``auto`` across hosts is :func:`routable_address` towards the
+    addresses the other hosts reported, else towards what their names resolve to. Run at rank 0
+    (the route look-ups are its host's). Raises :class:`PartyFailure`, naming ``mpc.address``,
+    when ``auto`` finds nothing or a loopback address meets several hosts.
+    """
+    host0, own = reports[0]
+    others = list(dict.fromkeys(name for name, _ in reports if name != host0))
+    if not others and (address == AUTO or is_loopback(address)):
+        return None
+    hosts = f"the ranks run on {len(others) + 1} hosts ({', '.join([host0, *others])})"
+    if address != AUTO:
+        if is_loopback(address):
+            raise PartyFailure(f"{hosts} but mpc.address={address} is loopback: set mpc.address to auto or "
+                               "to rank 0's address that every host can reach")
+        return address
+    found = routable_address(own, [a for name, addrs in reports if name != host0 for a in addrs])
+    if found is None:  # no usable report (not Linux?): what the peers' names resolve to
+        resolved: list[str] = []
+        for name in others:
+            with contextlib.suppress(OSError):
+                resolved += socket.gethostbyname_ex(name)[2]
+        found = routable_address(own, resolved)
+    if found is None:
+        raise PartyFailure(f"{hosts} and mpc.address=auto found no address of rank 0's host that routes to "
+                           "the others: set mpc.address to rank 0's address that every host can reach")
+    return found
+
+
 def init_from_mpi(spec: PartySpec, comm: Any = None) -> Party:
     """Bootstrap a party started by ``mpirun``: agree on a rendezvous over MPI, then CrypTen.
 
     ``comm``: the MPI communicator of exactly the CrypTen ranks (default ``COMM_WORLD``; the
     server-aided topology passes the compute parties' and dealer's, see :mod:`mpc.servers`).
 
-    ``spec.address`` on loopback (default): every rank must be on one host (checked), and the
-    rendezvous is a private ``file://`` store. Otherwise ``spec.address`` is rank 0's address
-    as the other hosts reach it, and rank 0 opens a TCP store there.
+    Every rank reports its host name (``MPI.Get_processor_name()``) and addresses; rank 0
+    decides with :func:`rendezvous_address` and broadcasts the rendezvous, or the reason there
+    is none, which every rank then raises as :class:`PartyFailure`.
     """
     from mpi4py import MPI
 
@@ -258,23 +364,30 @@ def init_from_mpi(spec: PartySpec, comm: Any = None) -> Party:
     world = comm if comm is not None else MPI.COMM_WORLD
     spec.check_world_size(world.Get_size())
     rank = world.Get_rank()
-    hosts = sorted(set(wire.allgather(world, MPI.Get_processor_name())))
-    if is_loopback(spec.address):
-        if len(hosts) > 1:
-            raise PartyFailure(
-                f"the ranks run on {len(hosts)} hosts ({', '.join(hosts)}) but mpc.address={spec.address} is "
-                "loopback: set mpc.address to rank 0's address that every host can reach, and protect "
-                "the links between hosts (see the README's threat model)"
-            )
-        rendezvous, directory = private_rendezvous() if rank == 0 else (None, None)
-        if rank == 0:
-            atexit.register(shutil.rmtree, directory, True)
-        rendezvous = wire.bcast(world, rendezvous, root=0)
-    else:
-        port = spec.port
-        if port is None:
-            port = wire.bcast(world, free_port(spec.address) if rank == 0 else None, root=0)
-        rendezvous = f"tcp://{spec.address}:{port}"
+    reports = wire.allgather(world, [MPI.Get_processor_name(), [a for _, a in interface_addresses()]])
+    decision = None
+    if rank == 0:
+        try:
+            address = rendezvous_address(spec.address, reports)
+        except PartyFailure as err:
+            decision = [None, str(err)]
+        else:
+            if address is None:
+                rendezvous, directory = private_rendezvous()
+                atexit.register(shutil.rmtree, directory, True)
+            else:
+                rendezvous = f"tcp://{address}:{spec.port if spec.port is not None else free_port(address)}"
+            decision = [rendezvous, None]
+    rendezvous, error = wire.bcast(world, decision, root=0)
+    if error is not None:
+        raise PartyFailure(error)
+    hosts = sorted({name for name, _ in reports})
+    if rank == 0 and len(hosts) > 1:
+        log.warning(
+            "rendezvous %s (mpc.address=%s), ranks on %d hosts (%s): shares, openings and dealer keys "
+            "cross the links between hosts unencrypted; protect them (README, threat model)",
+            rendezvous, spec.address, len(hosts), ", ".join(hosts),
+        )
     return start_party(rank, spec, rendezvous)
 
 

@@ -1,4 +1,4 @@
-"""Party runtime: real spawned parties, a real TTP dealer, bounded failure."""
+"""Party runtime: real spawned parties, a real TTP dealer, bounded failure, the rendezvous address."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from mpc.compat import import_crypten
-from mpc.runtime import PartyFailure, PartySpec, run_parties
+from mpc import runtime
+from mpc.runtime import PartyFailure, PartySpec, rendezvous_address, routable_address, run_parties
 
 
 def _sum_of_secrets(party):
@@ -63,3 +64,67 @@ def test_bad_specs_rejected():
         PartySpec(1)
     with pytest.raises(ValueError, match="dealer"):
         PartySpec(3, dealer="server")
+
+
+# ------------------------------------------------- rendezvous address (in-process, fake routes)
+
+ONE_HOST = [["h0", ["10.0.0.1"]], ["h0", ["10.0.0.1"]], ["h0", ["10.0.0.1"]]]
+TWO_HOSTS = [["h0", ["10.0.0.1", "172.17.0.1"]], ["h0", ["10.0.0.1", "172.17.0.1"]],
+             ["h1", ["172.17.0.1", "10.0.0.2"]], ["h1", ["172.17.0.1", "10.0.0.2"]]]
+
+
+def _routes(table):
+    """A fake ``source_address`` that records what it was asked."""
+    asked = []
+
+    def source(destination):
+        asked.append(destination)
+        return table.get(destination)
+
+    return source, asked
+
+
+@pytest.mark.parametrize("address", ["auto", "127.0.0.1", "localhost"])
+def test_one_host_keeps_the_private_file_store(address):
+    assert rendezvous_address(address, ONE_HOST) is None
+
+
+def test_auto_across_hosts_is_rank0_source_towards_a_peer(monkeypatch):
+    source, asked = _routes({"10.0.0.2": "10.0.0.1"})
+    monkeypatch.setattr(runtime, "source_address", source)
+    assert rendezvous_address("auto", TWO_HOSTS) == "10.0.0.1"
+    # docker0's 172.17.0.1 is on both hosts: a route to it never leaves rank 0's host
+    assert asked == ["10.0.0.2"]
+
+
+def test_auto_skips_peers_that_route_to_loopback_or_nowhere():
+    source, asked = _routes({"10.0.0.7": "127.0.0.1", "10.0.0.8": None, "10.0.0.9": "10.0.0.1"})
+    assert routable_address(["10.0.0.1"], ["127.0.1.1", "10.0.0.7", "10.0.0.8", "10.0.0.9"], source) == "10.0.0.1"
+    assert asked == ["10.0.0.7", "10.0.0.8", "10.0.0.9"]
+    assert routable_address(["10.0.0.1"], ["10.0.0.7", "10.0.0.8"], source) is None
+
+
+def test_auto_without_a_route_names_the_key(monkeypatch):
+    monkeypatch.setattr(runtime, "source_address", lambda destination: None)
+    # the peer's name is the fallback; localhost resolves without DNS, to loopback, which is skipped
+    reports = [["h0", ["10.0.0.1"]], ["localhost", ["10.0.0.2"]]]
+    with pytest.raises(PartyFailure, match=r"2 hosts \(h0, localhost\) and mpc.address=auto found no address.*"
+                                           r"set mpc.address"):
+        rendezvous_address("auto", reports)
+
+
+def test_explicit_address_wins_and_loopback_across_hosts_is_refused(monkeypatch):
+    monkeypatch.setattr(runtime, "source_address", lambda destination: pytest.fail("no route look-up"))
+    assert rendezvous_address("10.9.9.9", TWO_HOSTS) == "10.9.9.9"
+    assert rendezvous_address("10.9.9.9", ONE_HOST) == "10.9.9.9"  # one host, off loopback: TCP as asked
+    with pytest.raises(PartyFailure, match=r"2 hosts \(h0, h1\) but mpc.address=127.0.0.1 is loopback: set "
+                                           r"mpc.address to auto"):
+        rendezvous_address("127.0.0.1", TWO_HOSTS)
+
+
+def test_real_routes_to_own_addresses():
+    assert runtime.source_address("127.0.0.1") == "127.0.0.1"
+    found = runtime.interface_addresses()
+    assert all(not a.startswith("127.") for _, a in found), found
+    for name, address in found:  # what start_party puts in GLOO_SOCKET_IFNAME off loopback
+        assert runtime.interface_towards(address) == name
