@@ -9,8 +9,8 @@ SecPC round on public blobs; every rank writes what it learnt to OUT as JSON.
   (``received.npy``) and every client rank its encoded secrets (``secrets-<rank>.npy``).
 * ``leak``: like ``plain`` but the clients' sharing is replaced by a leaky one (compute party
   0 gets the plaintext encoding): the test must catch it.
-* ``drop``: the last client rank SIGKILLs itself before it shares (run with
-  ``--enable-recovery`` so mpirun lets the others go on).
+* ``drop``: the last client rank SIGKILLs itself before it shares, or does anything else with
+  the others (run with ``--enable-recovery`` so mpirun lets the others go on).
 """
 
 from __future__ import annotations
@@ -46,8 +46,12 @@ def main(mode: str, out: Path, n_client_ranks: int) -> None:
     rank = world.Get_rank()
     layout = servers.ServerLayout(S, n_client_ranks, N)
     X, P = blobs(N, M, D, 3, 1, 0.5)
-    sub = world.Split(0 if layout.is_client_rank(rank) else 1, rank)
-    if not layout.is_client_rank(rank):
+    if mode == "drop" and rank == n_client_ranks - 1:
+        # before any collective it is part of: a rank that dies right after leaving a collective
+        # can take its last, still unflushed message with it and leave the others inside it
+        os.kill(os.getpid(), signal.SIGKILL)
+    if not layout.is_client_rank(rank):  # the CrypTen world: a collective over its members only
+        sub = world.Create_group(world.Get_group().Incl(list(range(n_client_ranks, world.Get_size()))))
         party = init_from_mpi(PartySpec(S), comm=sub)
         if party.is_dealer:
             return
@@ -70,8 +74,6 @@ def main(mode: str, out: Path, n_client_ranks: int) -> None:
             np.save(out / "received.npy", np.concatenate([r[4 + int(r[1]):] for r in received]))  # past the public header and ids
         return
     ids = layout.clients_of(rank)
-    if mode == "drop" and rank == n_client_ranks - 1:
-        os.kill(os.getpid(), signal.SIGKILL)
     np.save(out / f"secrets-{rank}.npy", servers.encode_inputs(X[ids], P[ids], layout.bits).numpy())
     if mode == "leak":
         def leaky(values, n, rng=None):  # share 0 *is* the value, the others are zero
@@ -87,3 +89,9 @@ def main(mode: str, out: Path, n_client_ranks: int) -> None:
 
 if __name__ == "__main__":
     main(sys.argv[1], Path(sys.argv[2]), int(sys.argv[3]))
+    if sys.argv[1] == "drop":
+        # Open MPI 5.0.11 with --enable-recovery: after a peer died, MPI_Finalize sometimes never
+        # returns (seen in 3 of 7 runs on 2 busy cores, with every result already written), so the
+        # survivors leave without it
+        sys.stdout.flush()
+        os._exit(0)

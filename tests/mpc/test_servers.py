@@ -13,6 +13,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -55,10 +57,19 @@ def test_layout_puts_clients_first_then_compute_parties_then_the_dealer():
 
 
 def _job(mode: str, out: Path, n_client_ranks: int, recovery: bool = False) -> subprocess.CompletedProcess:
+    """Run the job; on a hang, kill its whole process group and fail with what it printed."""
     out.mkdir()
     cmd = [MPIRUN, "--oversubscribe", *(["--enable-recovery"] if recovery else []),
            "-np", str(n_client_ranks + 4), sys.executable, JOB, mode, str(out), str(n_client_ranks)]
-    return subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=240)
+    p = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                         start_new_session=True)
+    try:
+        output, _ = p.communicate(timeout=200)
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL)
+        output, _ = p.communicate()
+        pytest.fail(f"job {mode} hung; files: {sorted(f.name for f in out.iterdir())}; output:\n{output[-3000:]}")
+    return subprocess.CompletedProcess(cmd, p.returncode, output, output)
 
 
 def _reference(rows: list[int]):
