@@ -46,6 +46,8 @@ def summarise(cfg: Config, rows: list[RoundRow], domains: dict[int, int]) -> dic
         "seed": cfg.seed,
         "rounds": len(rows),
         "n_clients": cfg.n_clients,
+        "n_evaluated": len(final.acc),  # the final round's clients in this log (dropped ones are not evaluated)
+        "final_dropouts": final.dropouts or [],
         "final_acc": final.mean_acc,
         "zeroshot_acc": rows[0].zeroshot_acc,
         "final_acc_std_clients": statistics.pstdev(final.acc.values()),
@@ -89,7 +91,7 @@ def final_line(summary: dict[str, Any], path: Path) -> str:
     extra = f", MPC/local time {summary['mpc_over_local']:.2f}" if "mpc_over_local" in summary else ""
     return (
         f"{summary['method']}: final accuracy {100 * summary['final_acc']:.1f}% over "
-        f"{summary['n_clients']} clients after {summary['rounds']} rounds{extra}\n"
+        f"{summary['n_evaluated']} clients after {summary['rounds']} rounds{extra}\n"
         f"results: {path}/summary.json, metrics.jsonl, accuracy.png"
     )
 

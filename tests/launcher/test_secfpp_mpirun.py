@@ -1,7 +1,7 @@
 """SecFPP end to end under a real ``mpirun``: 3 clients + the TTP dealer, real CrypTen parties.
 
 * SecFPP matches its plaintext twin (``clustered``: SecPC's maths at an honest server) on the
-  same data, seeds and rounds: same chosen k and assignments every round, and accuracy within
+  same data, seeds and rounds: same chosen k and partition every round, and accuracy within
   0.5 points (the aggregates differ only by fixed-point rounding).
 * A client SIGKILLed inside SecPC, or the dealer SIGKILLed during the reveal, ends the job:
   every surviving rank prints which phase it was in and which party is missing, and mpirun
@@ -24,6 +24,14 @@ from tests.launcher._mpirun import ROOT, SMALL, mpirun
 
 def _rows(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def _same_partitions(a: list[dict], b: list[dict]) -> bool:
+    """Same clusters every round: restarts that end in one partition with exactly equal
+    silhouettes may be picked differently under fixed point, renaming the labels (README)."""
+    return len(a) == len(b) and all(
+        (ra["assignment"][i] == ra["assignment"][j]) == (rb["assignment"][i] == rb["assignment"][j])
+        for ra, rb in zip(a, b) for i in ra["assignment"] for j in ra["assignment"])
 
 
 def _assert_clean_end(job, dead: int, who: str, survivors: list[int]) -> None:
@@ -50,7 +58,7 @@ def test_secfpp_matches_plaintext_twin_survives_a_kill_in_secpc_and_resumes(tmp_
     assert q.returncode == 0, q.stderr[-3000:]
     a, b = _rows(sec), _rows(plain)
     assert [r["k"] for r in a] == [r["k"] for r in b]
-    assert [r["assignment"] for r in a] == [r["assignment"] for r in b]
+    assert _same_partitions(a, b)
     for ra, rb in zip(a, b):
         assert abs(ra["mean_acc"] - rb["mean_acc"]) <= 0.005
         assert ra["mpc"]["rounds"] > 0 and ra["mpc"]["bytes_per_party"] > 0
@@ -72,7 +80,7 @@ def test_secfpp_matches_plaintext_twin_survives_a_kill_in_secpc_and_resumes(tmp_
     c = _rows(cut)
     assert [r["round"] for r in c] == [1, 2, 3]
     assert [r["k"] for r in c] == [r["k"] for r in a]
-    assert [r["assignment"] for r in c] == [r["assignment"] for r in a]
+    assert _same_partitions(c, a)
     # the shares' randomness is fresh in every run, so fixed-point rounding may move a test sample
     assert abs(c[-1]["mean_acc"] - a[-1]["mean_acc"]) <= 0.005
 

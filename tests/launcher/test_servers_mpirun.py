@@ -59,6 +59,8 @@ def test_servers_topology_survives_a_dropout_matches_its_twin_and_resumes_after_
     assert [r.get("dropouts") for r in a] == [None, [4], [4]] == [r.get("dropouts") for r in b]
     assert [r["k"] for r in a] == [r["k"] for r in b]
     assert sorted(a[-1]["acc"]) == [str(c) for c in range(9) if c != 4]  # a dead client is not evaluated
+    summary = json.loads((sec / "summary.json").read_text())
+    assert summary["n_evaluated"] == 8 and summary["final_dropouts"] == [4] and "over 8 clients" in job.out
     for ra, rb in zip(a, b):  # same partition every round (labels may be renamed on exact ties)
         la, lb = ra["assignment"], rb["assignment"]
         assert all((la[i] == la[j]) == (lb[i] == lb[j]) for i in la for j in la), (la, lb)
