@@ -371,7 +371,7 @@ def run(cfg: Config, world: World, run_dir: Path | None = None, resume: bool = F
         for c in live:
             if c.cid in out.prompts:  # a client left out of the round keeps its prompt
                 c.learner.set_domain_prompt(out.prompts[c.cid])
-        dropped = sorted({c.cid for c in clients if c not in live} | set(out.info.get("dropped", [])))
+        dropped = sorted({c.cid for c in clients} - {c.cid for c in live} | set(out.info.get("dropped", [])))
         part = {**_evaluate_all(live, backbone, classnames, zero_shot=not strategy.trains),
                 "train_s": train_s, "agg_s": agg_s, "info": {**out.info, "dropped": dropped}}
         if r == 0:  # the reference level: hand-written prompts, nothing trained

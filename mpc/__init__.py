@@ -7,6 +7,8 @@ The public API the launcher builds on (``mpc`` never imports ``prompts`` or ``la
 * one SecPC round: :class:`SecPCConfig`, :func:`secpc_round`, :class:`SecPCResult`,
   :class:`InputError`, :func:`max_prompt_abs`, and the encrypted warm-start
   :class:`SecureState` that serialises itself;
+* the server-aided topology (``mpc.topology: servers``): :class:`ServerLayout`, the clients'
+  :func:`client_round` and the compute parties' :func:`serve_round` (:mod:`mpc.servers`);
 * its plaintext oracle :func:`secpc_reference` and the public projection
   :func:`projection_matrix` / :func:`reduce_prompt`;
 * pickle-free MPI messages (:mod:`mpc.wire`) and transcript recording (:mod:`mpc.transcript`).
@@ -21,6 +23,7 @@ from mpc.projection import projection_matrix, reduce_prompt
 from mpc.reference import secpc_reference
 from mpc.runtime import Party, PartyFailure, PartySpec, init_from_mpi, run_parties, shutdown
 from mpc.secpc import InputError, SecPCResult, max_prompt_abs, secpc_round
+from mpc.servers import ServerLayout, client_round, serve_round
 
 __all__ = [
     "InputError",
@@ -30,6 +33,8 @@ __all__ = [
     "SecPCConfig",
     "SecPCResult",
     "SecureState",
+    "ServerLayout",
+    "client_round",
     "init_from_mpi",
     "max_prompt_abs",
     "projection_matrix",
@@ -37,5 +42,6 @@ __all__ = [
     "run_parties",
     "secpc_reference",
     "secpc_round",
+    "serve_round",
     "shutdown",
 ]

@@ -369,15 +369,17 @@ def init_from_mpi(spec: PartySpec, comm: Any = None) -> Party:
     if rank == 0:
         try:
             address = rendezvous_address(spec.address, reports)
-        except PartyFailure as err:
-            decision = [None, str(err)]
-        else:
             if address is None:
                 rendezvous, directory = private_rendezvous()
                 atexit.register(shutil.rmtree, directory, True)
-            else:
+            else:  # an explicit address rank 0 does not have fails here, for every rank to report
                 rendezvous = f"tcp://{address}:{spec.port if spec.port is not None else free_port(address)}"
             decision = [rendezvous, None]
+        except PartyFailure as err:
+            decision = [None, str(err)]
+        except OSError as err:
+            decision = [None, f"rank 0 cannot listen on mpc.address={spec.address} ({err.strerror}): set it to "
+                              "an address of rank 0's host, or to auto"]
     rendezvous, error = wire.bcast(world, decision, root=0)
     if error is not None:
         raise PartyFailure(error)

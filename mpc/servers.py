@@ -269,6 +269,7 @@ def _collect(comm, layout: ServerLayout, round_idx: int, deadline_s: float, wait
     got: dict[int, tuple[list[int], np.ndarray, tuple[int, int]]] = {}
     late: list[int] = []
     pending = set(layout.client_ranks())
+    owners = layout.owners()
     start = time.monotonic()
     first = None
     while pending:
@@ -289,7 +290,7 @@ def _collect(comm, layout: ServerLayout, round_idx: int, deadline_s: float, wait
             continue
         first = now if first is None else first
         ids = [int(v) for v in buf[_HEADER : _HEADER + n]]
-        if any(layout.owners()[i] != src for i in ids):
+        if any(owners[i] != src for i in ids):
             raise ValueError(f"rank {src} sent rows {ids} it does not host")
         got[src] = (ids, buf[_HEADER + n :].reshape(n, m1 + d), (m1, d))
         pending.discard(src)
@@ -384,22 +385,3 @@ def drain_late(comm, layout: ServerLayout, round_idx: int, missing_ranks: list[i
         src, buf = msg
         _answer_late(comm, src, int(buf[0]))
         pending.discard(src)
-
-
-def rounds_per_lloyd_iteration(stats: dict, iters: int) -> float:
-    """Party-to-party rounds per Lloyd iteration (lloyd + final labelling, over ``iters``)."""
-    r = stats.get("lloyd", {}).get("rounds", 0) + stats.get("assign_final", {}).get("rounds", 0)
-    return r / max(iters, 1)
-
-
-__all__ = [
-    "ServerLayout",
-    "ServerLost",
-    "ClientRound",
-    "ServerRound",
-    "client_round",
-    "serve_round",
-    "drain_late",
-    "split_shares",
-    "encode_inputs",
-]

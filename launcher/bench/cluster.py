@@ -25,13 +25,11 @@ import torch
 
 
 def _blobs(n: int, m: int, k: int, seed: int, spread: float):
-    g = torch.Generator().manual_seed(seed)
-    centres = torch.randn(k, m, generator=g, dtype=torch.float64)
-    labels = torch.arange(n) % k
-    X = centres[labels] + spread * torch.randn(n, m, generator=g, dtype=torch.float64)
-    X = X / X.norm(dim=1, keepdim=True)
-    P = torch.randn(n, 32, generator=g, dtype=torch.float64) * 0.1
-    return X.float(), P.float(), labels
+    """``bench secpc``'s public blobs with 32-number prompts, and the true labels."""
+    from launcher.bench.secpc import blobs
+
+    X, P = blobs(n, m, 32, k, seed, spread)
+    return X, P, torch.arange(n) % k
 
 
 def parse(argv):

@@ -161,6 +161,12 @@ def _k(parts: list) -> int:
     return ks.pop()
 
 
+def _no_part() -> dict:
+    """What a rank that holds no client reports (a compute party adds its stats and k)."""
+    return {"labels": {}, "rows": {}, "stats": {"total": {"rounds": 0, "bytes": 0}}, "seconds": None,
+            "client_bytes": [], "k": None}
+
+
 def _servers(args, world, X, P, config) -> dict:
     from mpc.compat import import_crypten
     from mpc.runtime import PartySpec, init_from_mpi, shutdown
@@ -172,8 +178,7 @@ def _servers(args, world, X, P, config) -> dict:
         raise SystemExit(f"servers topology needs mpirun -np {args.servers}+1+R (R >= 1 client ranks), got {size}")
     is_mpc = not lay.is_client_rank(rank)
     sub = world.Split(0 if is_mpc else 1, rank)
-    part = {"labels": {}, "rows": {}, "stats": {"total": {"rounds": 0, "bytes": 0}}, "seconds": None,
-            "client_bytes": [], "k": None}
+    part = _no_part()
     world.Barrier()
     if is_mpc:
         party = init_from_mpi(PartySpec(args.servers), comm=sub)
@@ -205,8 +210,7 @@ def _peer(args, world, X, P, config) -> dict:
     if size != args.clients + 1:
         raise SystemExit(f"peer topology needs mpirun -np {args.clients + 1} (clients + dealer), got {size}")
     party = init_from_mpi(PartySpec(args.clients))
-    part = {"labels": {}, "rows": {}, "stats": {"total": {"rounds": 0, "bytes": 0}}, "seconds": None,
-            "client_bytes": [], "k": None}
+    part = _no_part()
     if party.is_dealer:
         return part
     owners = round_robin(args.clients, args.clients)
