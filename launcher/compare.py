@@ -24,6 +24,7 @@ from launcher.config import ConfigError, load_config
 from launcher.ranks import world_size
 from launcher.rundir import RunDir
 from launcher import methods
+from launcher.metrics import EXTRA_SPLITS
 
 DEFAULT_METHODS = ",".join(methods.METHODS)
 
@@ -80,11 +81,12 @@ def _aggregate(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "epsilon_heuristic": methods.get(method).heuristic_epsilon,
         }
         row["acc_per_domain"] = _per_domain(runs, "final_acc_per_domain")
-        if all("final_acc_domain" in r["summary"] for r in runs):  # the fonts benchmark's second metric
-            per_client_d = [a for r in runs for a in r["summary"]["final_acc_domain_per_client"].values()]
-            row["acc_domain_mean"] = statistics.fmean(per_client_d)
-            row["acc_domain_std"] = statistics.pstdev(per_client_d)
-            row["acc_domain_per_domain"] = _per_domain(runs, "final_acc_domain_per_domain")
+        for key in EXTRA_SPLITS:  # the fonts benchmark's second metric and the validation twins
+            if all(f"final_{key}" in r["summary"] for r in runs):
+                per_client_d = [a for r in runs for a in r["summary"][f"final_{key}_per_client"].values()]
+                row[f"{key}_mean"] = statistics.fmean(per_client_d)
+                row[f"{key}_std"] = statistics.pstdev(per_client_d)
+                row[f"{key}_per_domain"] = _per_domain(runs, f"final_{key}_per_domain")
         mpc = [r["summary"]["mpc_over_local"] for r in runs if "mpc_over_local" in r["summary"]]
         if mpc:
             row["mpc_over_local"] = statistics.fmean(mpc)

@@ -71,6 +71,7 @@ class DataConfig:
     val_per_class: int = at_least(0, 2)
     test_per_class: int = at_least(1, 8)
     domain_test_per_class: int = at_least(1, 4)
+    domain_val_per_class: int = at_least(0, 4)  # class-balanced validation split of the domain (acc_domain_val)
 
 
 @dataclass

@@ -30,6 +30,7 @@ METHODS: dict[str, Method] = {
     for m in (
         Method("secfpp", "launcher.secure:SecFPP", uses_mpc=True),
         Method("clustered", "launcher.secure:PlaintextClustered"),
+        Method("truedomain", "launcher.strategies:TrueDomains"),
         Method("promptfl", "launcher.strategies:PromptFL"),
         Method("local", "launcher.strategies:LocalOnly"),
         Method("zeroshot", "launcher.strategies:ZeroShot"),

@@ -13,6 +13,13 @@ from dataclasses import dataclass
 from typing import Any
 
 
+#: metrics row key -> ClientData split, for the evaluation splits beyond ``test`` (the fonts
+#: benchmark has them): ``acc_domain`` on a class-balanced test split of the client's domain;
+#: ``acc_val`` (the client's label mix) and ``acc_domain_val`` (class-balanced, its domain) on
+#: validation splits, for anything chosen on data
+EXTRA_SPLITS = {"acc_domain": "domain_test", "acc_val": "val", "acc_domain_val": "domain_val"}
+
+
 @dataclass
 class Timing:
     local_train_s: float  # slowest client rank's local training this round
@@ -57,6 +64,9 @@ class RoundRow:
     acc_val: dict[str, float] | None = None
     mean_acc_val: float | None = None
     zeroshot_acc_val: float | None = None
+    acc_domain_val: dict[str, float] | None = None
+    mean_acc_domain_val: float | None = None
+    zeroshot_acc_domain_val: float | None = None
 
     #: Keys a strategy's ``info`` may set, copied as they are from rank 0's part.
     FROM_INFO = ("k", "insecure_dealer", "epsilon", "epsilon_heuristic")
@@ -78,8 +88,8 @@ class RoundRow:
                    clients_domain: dict[int, int]) -> "RoundRow":
         """The row from the parts in hand: every client rank's (rank 0, ``evaluation.gather``)
         or this rank's own. A part holds ``acc``, ``train_s``, ``agg_s``, ``info`` and, in
-        round 1, ``zeroshot``; where the clients have them, ``acc_domain`` and ``acc_val`` (and in
-        round 1 ``zeroshot_acc_domain``, ``zeroshot_acc_val``)."""
+        round 1, ``zeroshot``; where the clients have them, the ``EXTRA_SPLITS`` keys (and in
+        round 1 their ``zeroshot_`` levels)."""
         acc = {cid: a for part in parts for cid, a in part["acc"].items()}
         train_s = max(p["train_s"] for p in parts)
         zeroshot = [v for part in parts for v in part.get("zeroshot", {}).values()]
@@ -90,7 +100,7 @@ class RoundRow:
                   time=Timing(local_train_s=train_s, aggregate_s=max(p["agg_s"] for p in parts)),
                   zeroshot_acc=sum(zeroshot) / len(zeroshot) if zeroshot else None,
                   **{key: info[key] for key in cls.FROM_INFO if key in info})
-        for key in ("acc_domain", "acc_val"):  # parts carry them where the clients have those splits
+        for key in EXTRA_SPLITS:  # parts carry them where the clients have those splits
             extra = {cid: a for part in parts for cid, a in part.get(key, {}).items()}
             if extra:
                 setattr(row, key, {str(k): v for k, v in sorted(extra.items())})

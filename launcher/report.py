@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from launcher.config import Config
-from launcher.metrics import RoundRow
+from launcher.metrics import EXTRA_SPLITS, RoundRow
 from launcher.rundir import RunDir
 
 LAST_ROUNDS = 3
@@ -59,7 +59,7 @@ def summarise(cfg: Config, rows: list[RoundRow], domains: dict[int, int]) -> dic
         "insecure_dealer": bool(final.insecure_dealer),
         "evaluation_gathered": cfg.evaluation.gather,
     }
-    for key in ("acc_domain", "acc_val"):  # the extra evaluation splits (fonts), as ``acc`` above
+    for key in EXTRA_SPLITS:  # the extra evaluation splits (fonts), as ``acc`` above
         per_client = getattr(final, key)
         if per_client is not None:
             by_domain: dict[int, list[float]] = {}

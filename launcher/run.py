@@ -35,7 +35,7 @@ import torch
 
 from launcher import faults
 from launcher.config import Config, ConfigError, from_dict, load_config
-from launcher.metrics import RoundRow
+from launcher.metrics import EXTRA_SPLITS, RoundRow
 from launcher.rundir import CheckpointError, RunDir
 from launcher.methods import get as get_method, make_strategy
 from launcher.strategies import RoundInput
@@ -55,13 +55,8 @@ class Client:
     train_y: torch.Tensor
     test_x: torch.Tensor
     test_y: torch.Tensor
-    # datasets that have them (fonts): the class-balanced test split of the client's domain
-    # (``acc_domain``) and the validation split with its label mix (``acc_val``, for choices on data)
+    # datasets that have them (fonts): the splits of ``EXTRA_SPLITS``
     extra: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
-
-
-#: metrics row key -> ClientData split, for the evaluation splits beyond ``test``
-EXTRA_SPLITS = {"acc_domain": "domain_test", "acc_val": "val"}
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
@@ -257,7 +252,7 @@ def _evaluate(clients: list[Client], backbone: Any, classnames: list[str], zero_
 
 
 def _evaluate_all(clients: list[Client], backbone: Any, classnames: list[str], zero_shot: bool) -> dict[str, Any]:
-    """``{"acc": ..., "acc_domain": ..., "acc_val": ...}``: every split this rank's clients have."""
+    """``{"acc": ..., "acc_domain": ..., ...}``: every split this rank's clients have."""
     out = {"acc": _evaluate(clients, backbone, classnames, zero_shot)}
     for key in EXTRA_SPLITS:
         if any(key in c.extra for c in clients):
@@ -364,6 +359,7 @@ def run(cfg: Config, world: World, run_dir: Path | None = None, resume: bool = F
                 prompts=faults.poison({c.cid: c.learner.get_domain_prompt().cpu() for c in live}, r),  # CPU only
                 weights={c.cid: int(len(c.train_y)) for c in live},
                 domain_init=clients[0].learner.domain_init.cpu(),
+                domains={c.cid: c.domain for c in live},
             )
         )
         agg_s = time.perf_counter() - t0

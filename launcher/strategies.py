@@ -8,6 +8,8 @@ only what differs between methods: what is trained, how, and how domain prompts 
 * ``secfpp``    - SecPC secure adaptive clustering + secure cluster means (CrypTen).
 * ``clustered`` - the same maths in plaintext at an honest server (the non-private twin).
 * ``promptfl``  - FedAvg of one global prompt (no class-level prompt).
+* ``truedomain`` - SecPC's cluster means over the clients' *true* domains: the ceiling of any
+                  clustering (it reads labels no real federation has).
 * ``local``     - CoOp trained locally, nothing shared.
 * ``zeroshot``  - CLIP with hand-written prompts, nothing trained.
 * ``dpfedavg``  - FedAvg of the domain prompt with clipped, Gaussian-noised updates and an
@@ -60,6 +62,7 @@ class RoundInput:
     prompts: dict[int, torch.Tensor]  # this process's clients: client id -> domain prompt D_i
     weights: dict[int, int]  # client id -> number of training samples
     domain_init: torch.Tensor  # public initial prompt D_init
+    domains: dict[int, int] = field(default_factory=dict)  # client id -> true domain (only ``truedomain`` reads it)
 
 
 @dataclass
@@ -153,3 +156,34 @@ class PromptFL(Strategy):
         w = torch.tensor([float(weights[i]) for i in ids])
         mean = (torch.stack([prompts[i] for i in ids]) * (w / w.sum()).view(-1, 1, 1)).sum(0)
         return RoundOutput({cid: mean.clone() for cid in inp.prompts})
+
+
+
+class TrueDomains(Strategy):
+    """SecPC's aggregation (``mpc.reference.aggregate``: cluster mean, the all-client mean for a
+    cluster under ``mpc.min_cluster_size``) with the clients' *true* domains as the partition.
+
+    Why: SecFPP can at best recover the domains; this is what sharing buys when the clustering is
+    perfect and free, so a benchmark can tell a clustering shortfall from a sharing shortfall.
+    """
+
+    name = "truedomain"
+
+    def aggregate(self, inp: RoundInput) -> RoundOutput:
+        from mpc.reference import aggregate
+
+        prompts: dict[int, torch.Tensor] = {}
+        domains: dict[int, int] = {}
+        for part_p, part_d in self.world.allgather((inp.prompts, inp.domains)):
+            prompts.update(part_p)
+            domains.update(part_d)
+        ids = sorted(prompts)
+        labels = sorted({domains[i] for i in ids})
+        member = torch.zeros(len(ids), len(labels))
+        member[torch.arange(len(ids)), torch.tensor([labels.index(domains[i]) for i in ids])] = 1.0
+        rows = aggregate(torch.stack([prompts[i].flatten() for i in ids]), member, self.cfg.mpc.min_cluster_size)
+        shape = inp.domain_init.shape
+        info: dict[str, Any] = {"k": len(labels)}
+        if self.cfg.evaluation.gather:
+            info["assignment"] = {cid: domains[cid] for cid in inp.prompts}
+        return RoundOutput({cid: rows[ids.index(cid)].float().reshape(shape) for cid in inp.prompts}, info)

@@ -6,8 +6,8 @@ without network access must fail *at once* with advice (open_clip + huggingface_
 for ~45 s). Names:
 
 * ``"tiny-digits"``: ``secfpp-tiny`` with the project's contrastively pretrained weights (built and cached
-  on first use, see ``prompts.tiny_clip``); ``"tiny-fonts"``: the same, pretrained on two of the font
-  domains only (the benchmark's backbone);
+  on first use, see ``prompts.tiny_clip``); ``"tiny-fonts"``: the same, pretrained on characters whose
+  client families it never sees (the benchmark's backbone);
 * ``"secfpp-tiny"``: the same architecture, random init unless ``pretrained`` is given;
 * any ``open_clip.list_models()`` name, with ``pretrained`` a tag (``"openai"``, ``"laion2b_s34b_b79k"``),
   a local ``.pt``/``.pth``/``.bin``/``.safetensors`` file, or ``None`` for random weights.

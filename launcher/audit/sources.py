@@ -29,7 +29,7 @@ from launcher.metrics import RoundRow
 from launcher.rundir import RunDir
 
 #: methods whose clients train alone each round and upload a domain prompt (DP-FPL steps in lockstep)
-UPLOADING = ("secfpp", "clustered", "promptfl", "local", "dpfedavg")
+UPLOADING = ("secfpp", "clustered", "truedomain", "promptfl", "local", "dpfedavg")
 
 
 @dataclass
@@ -143,7 +143,7 @@ def replay_uploads(run: AuditedRun, clients: list[Any]) -> dict[int, torch.Tenso
 
 def upload_check(run: AuditedRun, uploads: dict[int, torch.Tensor], weights: dict[int, int]) -> float | None:
     """Max |saved final domain prompt - aggregate of the replayed uploads|, where the aggregate
-    is known in plaintext (PromptFL: weighted mean; SecFPP/clustered: cluster means, or the
+    is known in plaintext (PromptFL: weighted mean; SecFPP/clustered/truedomain: cluster means, or the
     all-client mean for a cluster under ``min_cluster_size``; local: the upload itself)."""
     if not uploads:
         return None
@@ -155,7 +155,7 @@ def upload_check(run: AuditedRun, uploads: dict[int, torch.Tensor], weights: dic
         w = torch.tensor([float(weights[i]) for i in ids])
         mean = (torch.stack([uploads[i] for i in ids]) * (w / w.sum()).view(-1, 1, 1)).sum(0)
         expect = {i: mean for i in ids}
-    elif run.method in ("secfpp", "clustered") and run.assignment:
+    elif run.method in ("secfpp", "clustered", "truedomain") and run.assignment:
         expect = {i: cluster_mean(uploads, run.assignment, i, run.cfg.mpc.min_cluster_size) for i in ids}
     else:
         return None

@@ -11,6 +11,7 @@ method     observer                                best reconstruction (domain, 
 =========  ======================================  =========================================
 promptfl   the server: every uploaded prompt       (upload, 0)
 clustered  the honest server of the plaintext twin (upload, 0)
+truedomain the server grouping by true domain      (upload, 0)
 secfpp     a co-member of the victim's cluster:    ((n * mean - own upload) / (n - 1), 0);
            its own prompt and the cluster mean     n = cluster size (assumed known), or all
                                                    clients when the cluster is under
@@ -41,6 +42,7 @@ from launcher.audit.sources import AuditedRun, cluster_of
 OBSERVERS = {
     "promptfl": "server (every upload)",
     "clustered": "server (every upload)",
+    "truedomain": "server (every upload)",
     "secfpp": "cluster co-member (own prompt + cluster mean)",
     "dpfedavg": "aggregator (clipped noised sum)",
     "dpfpl": "aggregator (noised gradients)",
@@ -65,7 +67,7 @@ def reconstruct(run: AuditedRun, cid: int, uploads: dict[int, torch.Tensor], ini
     zero = torch.zeros_like(run.final[cid]["class_ctx"].cpu())
     final_d = run.final[cid]["domain_ctx"].cpu()
     m = run.method
-    if m in ("promptfl", "clustered"):
+    if m in ("promptfl", "clustered", "truedomain"):
         return Reconstruction(uploads[cid], zero)
     if m == "secfpp":
         assign = run.assignment

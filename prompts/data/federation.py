@@ -35,6 +35,8 @@ class ClientData:
     val_labels: torch.Tensor | None = None
     domain_test_images: Images | None = None
     domain_test_labels: torch.Tensor | None = None
+    domain_val_images: Images | None = None  # class-balanced validation split of the domain
+    domain_val_labels: torch.Tensor | None = None
 
 
 @dataclass
@@ -181,13 +183,14 @@ def digits_federation(n_domains: int, clients_per_domain: int, alpha: float, see
     return fed
 
 
-_ID_BLOCK = 1_000_000  # sample ids per split (train, val, test, domain test) of one domain and class
+_ID_BLOCK = 1_000_000  # sample ids per split (train, val, test, domain test, domain val) of one domain and class
 _ID_SEED = 10_000  # sample ids per seed inside a block
 
 
 def fonts_federation(domains: Sequence[str] | None, n_domains: int, clients_per_domain: int, alpha: float, seed: int,
                      shots: int, val_per_class: int, test_per_class: int, domain_test_per_class: int,
-                     min_samples: int, only: Sequence[int] | None = None, max_tries: int = 200) -> Federation:
+                     min_samples: int, domain_val_per_class: int = 0, only: Sequence[int] | None = None,
+                     max_tries: int = 200) -> Federation:
     """The font benchmark: ``clients_per_domain`` few-shot clients per typeface domain.
 
     Default domains are the first ``n_domains`` of ``fonts.UNSEEN_DOMAINS`` then ``fonts.PRETRAIN_DOMAINS``.
@@ -195,7 +198,8 @@ def fonts_federation(domains: Sequence[str] | None, n_domains: int, clients_per_
     clients_per_domain`` training images of each class together, split among them by Dirichlet(alpha)
     shares (so a client has ``shots`` per class on average, skewed). Its validation and test splits
     follow the same shares (``val_per_class`` / ``test_per_class`` on average), and its domain test split
-    has ``domain_test_per_class`` images of every class. All splits are disjoint sample ids, none of them a
+    has ``domain_test_per_class`` images of every class (its domain validation split
+    ``domain_val_per_class``). All splits are disjoint sample ids, none of them a
     pretraining id, and different seeds draw different images. Shares are redrawn (up to ``max_tries``)
     until every client has ``min_samples`` training images. Only the clients in ``only`` are rendered.
     """
@@ -203,10 +207,10 @@ def fonts_federation(domains: Sequence[str] | None, n_domains: int, clients_per_
     unknown = [d for d in chosen if d not in fonts.DOMAIN_NAMES]
     if unknown or not chosen:
         raise ValueError(f"font domains {unknown or chosen} unknown; choose from {fonts.DOMAIN_NAMES}")
-    if shots < 1 or min(val_per_class, test_per_class, domain_test_per_class) < 0 or clients_per_domain < 1:
+    sizes = (val_per_class, test_per_class, domain_test_per_class, domain_val_per_class)
+    if shots < 1 or min(sizes) < 0 or clients_per_domain < 1:
         raise ValueError("shots and clients_per_domain must be >= 1, the per-class test/val sizes >= 0")
-    if not 0 <= seed < _ID_BLOCK // _ID_SEED or max(shots, val_per_class, test_per_class, domain_test_per_class) \
-            * clients_per_domain > _ID_SEED:
+    if not 0 <= seed < _ID_BLOCK // _ID_SEED or max(shots, *sizes) * clients_per_domain > _ID_SEED:
         raise ValueError("seed must be in [0, 100) and a split's per-class size x clients_per_domain <= 10000")
     k, n_cls = clients_per_domain, len(fonts.CLASSNAMES)
     wanted = None if only is None else set(int(c) for c in only)
@@ -223,7 +227,8 @@ def fonts_federation(domains: Sequence[str] | None, n_domains: int, clients_per_
                              f"{max_tries} draws; raise shots or alpha, or lower min_samples")
         splits = dict(train=train, val=dirichlet_counts([val_per_class * k] * n_cls, p),
                       test=dirichlet_counts([test_per_class * k] * n_cls, p),
-                      domain_test=np.full((k, n_cls), domain_test_per_class))
+                      domain_test=np.full((k, n_cls), domain_test_per_class),
+                      domain_val=np.full((k, n_cls), domain_val_per_class))  # last: earlier splits' ids stay
         for j in range(k):
             cid = di * k + j
             if wanted is not None and cid not in wanted:
@@ -240,11 +245,14 @@ def fonts_federation(domains: Sequence[str] | None, n_domains: int, clients_per_
                                       test_images=drawn["test"][0], test_labels=drawn["test"][1],
                                       val_images=drawn["val"][0], val_labels=drawn["val"][1],
                                       domain_test_images=drawn["domain_test"][0],
-                                      domain_test_labels=drawn["domain_test"][1]))
+                                      domain_test_labels=drawn["domain_test"][1],
+                                      domain_val_images=drawn["domain_val"][0],
+                                      domain_val_labels=drawn["domain_val"][1]))
     return Federation(classnames=list(fonts.CLASSNAMES), domain_names=chosen, clients=clients,
                       meta=dict(dataset="fonts", clients_per_domain=k, alpha=alpha, seed=seed, shots=shots,
                                 val_per_class=val_per_class, test_per_class=test_per_class,
-                                domain_test_per_class=domain_test_per_class, min_samples=min_samples))
+                                domain_test_per_class=domain_test_per_class,
+                                domain_val_per_class=domain_val_per_class, min_samples=min_samples))
 
 
 DATASETS = ("digits", "fonts", "office_caltech10", "domainnet", "imagefolder", "cifar10", "cifar100")
@@ -265,7 +273,8 @@ def from_config(cfg, seed: int = 0, only: Sequence[int] | None = None) -> Federa
     if name == "fonts":  # shots: the per-class budget before label skew, not a cap (see fonts_federation)
         return fonts_federation(domains=cfg.domains, n_domains=cfg.n_domains, shots=shots,
                                 val_per_class=cfg.val_per_class, test_per_class=cfg.test_per_class,
-                                domain_test_per_class=cfg.domain_test_per_class, only=only,
+                                domain_test_per_class=cfg.domain_test_per_class,
+                                domain_val_per_class=cfg.domain_val_per_class, only=only,
                                 **{k: v for k, v in kw.items() if k != "test_fraction"})
     root = cfg.root
     if not root:

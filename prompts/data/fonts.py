@@ -7,9 +7,12 @@ serif, monospace, the classic fonts matplotlib bundles), made of several real fa
 style and not one font. The typefaces come from the pinned ``fontpkg-*`` wheels (Google Fonts TTFs) and
 from matplotlib; nothing is downloaded at run time.
 
-A sample is the triple (domain, class, sample id): its family is ``sample id mod n_families`` and its
-jitter (size, position, rotation, stroke, ink and paper grey) is seeded by the triple, so rendering is a
-pure function of it and a rank draws only the images of its own clients.
+An unseen domain's first ``PRETRAIN_FAMILIES`` families belong to the backbone's pretraining and its
+clients draw from the others (:func:`pool`).
+
+A sample is the triple (domain, class, sample id): its family is ``sample id mod n_families`` within
+its pool and its jitter (size, position, rotation, stroke, ink and paper grey) is seeded by the
+triple, so rendering is a pure function of it and a rank draws only the images of its own clients.
 A glyph missing from a family (a "tofu" box) is detected from the font's character map and that family
 is skipped with a warning.
 """
@@ -41,8 +44,11 @@ DOMAINS: dict[str, list[str]] = {
     "monospace": ["fira-code", "ibm-plex-mono", "space-mono", "jetbrains-mono", "roboto-mono", "source-code-pro"],
 }
 DOMAIN_NAMES: list[str] = list(DOMAINS)
-PRETRAIN_DOMAINS: list[str] = ["classic", "monospace"]  # plain text fonts: what the tiny-fonts backbone sees
-UNSEEN_DOMAINS: list[str] = [d for d in DOMAIN_NAMES if d not in PRETRAIN_DOMAINS]
+PRETRAIN_DOMAINS: list[str] = ["classic", "monospace"]  # plain fonts: tiny-fonts pretrains on all their families
+UNSEEN_DOMAINS: list[str] = [d for d in DOMAIN_NAMES if d not in PRETRAIN_DOMAINS]  # clients' families unseen
+# The first PRETRAIN_FAMILIES (kept) families of each unseen domain are the backbone's: it pretrains on them,
+# captioned with the style's own words; clients draw only the other families of that domain.
+PRETRAIN_FAMILIES = 2
 
 _CANVAS = 64  # drawn at twice the size, then downsampled: anti-aliased strokes
 PRETRAIN_ID_BASE = 10_000_000  # sample ids the tiny CLIP pretrains on; federations use ids below it
@@ -126,12 +132,27 @@ def render_glyph(path: Path | str, char: str, seed: Sequence[int]) -> np.ndarray
     return np.asarray(img.resize((IMAGE_SIZE, IMAGE_SIZE), Image.BOX), dtype=np.uint8)
 
 
-def render(domain: str, labels: np.ndarray | Sequence[int], sample_ids: np.ndarray | Sequence[int]) -> torch.Tensor:
+def pool(domain: str, part: str = "clients") -> tuple[Path, ...]:
+    """The families of ``domain`` that clients draw from (``part="clients"``) or the backbone pretrains on
+    (``"pretrain"``): disjoint for an unseen domain, all of them for a pretraining domain."""
+    if part not in ("clients", "pretrain"):
+        raise ValueError(f"part must be 'clients' or 'pretrain', got {part!r}")
+    fams = families(domain)
+    if domain in PRETRAIN_DOMAINS:
+        return fams
+    if len(fams) <= PRETRAIN_FAMILIES:
+        raise ValueError(f"domain {domain!r} keeps {len(fams)} families; it needs more than {PRETRAIN_FAMILIES}")
+    return fams[PRETRAIN_FAMILIES:] if part == "clients" else fams[:PRETRAIN_FAMILIES]
+
+
+def render(domain: str, labels: np.ndarray | Sequence[int], sample_ids: np.ndarray | Sequence[int],
+           part: str = "clients") -> torch.Tensor:
     """Samples (domain, labels[i], sample_ids[i]) as uint8 RGB, shape (N, 3, IMAGE_SIZE, IMAGE_SIZE).
 
-    The family is ``sample_id mod n_families``, so consecutive ids cycle through the domain's families.
+    The family is ``sample_id mod n_families`` within the domain's ``part`` (see :func:`pool`), so
+    consecutive ids cycle through those families.
     """
-    fams = families(domain)
+    fams = pool(domain, part)
     d = DOMAIN_NAMES.index(domain)
     labels, sample_ids = np.asarray(labels, dtype=np.int64), np.asarray(sample_ids, dtype=np.int64)
     out = np.empty((len(labels), IMAGE_SIZE, IMAGE_SIZE), dtype=np.uint8)
