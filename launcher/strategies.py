@@ -158,7 +158,6 @@ class PromptFL(Strategy):
         return RoundOutput({cid: mean.clone() for cid in inp.prompts})
 
 
-
 class TrueDomains(Strategy):
     """SecPC's aggregation (``mpc.reference.aggregate``: cluster mean, the all-client mean for a
     cluster under ``mpc.min_cluster_size``) with the clients' *true* domains as the partition.
@@ -178,12 +177,12 @@ class TrueDomains(Strategy):
             prompts.update(part_p)
             domains.update(part_d)
         ids = sorted(prompts)
-        labels = sorted({domains[i] for i in ids})
-        member = torch.zeros(len(ids), len(labels))
-        member[torch.arange(len(ids)), torch.tensor([labels.index(domains[i]) for i in ids])] = 1.0
+        column = {d: j for j, d in enumerate(sorted({domains[i] for i in ids}))}
+        member = torch.nn.functional.one_hot(torch.tensor([column[domains[i]] for i in ids]), len(column))
         rows = aggregate(torch.stack([prompts[i].flatten() for i in ids]), member, self.cfg.mpc.min_cluster_size)
+        row_of = {cid: j for j, cid in enumerate(ids)}
         shape = inp.domain_init.shape
-        info: dict[str, Any] = {"k": len(labels)}
+        info: dict[str, Any] = {"k": len(column)}
         if self.cfg.evaluation.gather:
             info["assignment"] = {cid: domains[cid] for cid in inp.prompts}
-        return RoundOutput({cid: rows[ids.index(cid)].float().reshape(shape) for cid in inp.prompts}, info)
+        return RoundOutput({cid: rows[row_of[cid]].float().reshape(shape) for cid in inp.prompts}, info)
