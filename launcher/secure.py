@@ -268,8 +268,9 @@ def serve(cfg: Config, world: World, mpc_world: World, rd: Any, resume_round: in
     from launcher.ranks import server_layout
     from mpc.clustering import SecureState
     from mpc.runtime import PartySpec, init_from_mpi, shutdown
-    from mpc.servers import drain_late, serve_round
+    from mpc.servers import Inbox, drain_late, serve_round
     from prompts.atomic import atomic_write_bytes
+    from prompts.backbone import text_width
 
     layout = server_layout(cfg)
     spec = PartySpec(cfg.mpc.servers, dealer=cfg.mpc.dealer, address=cfg.mpc.address,  # type: ignore[arg-type]
@@ -277,6 +278,8 @@ def serve(cfg: Config, world: World, mpc_world: World, rd: Any, resume_round: in
     party = init_from_mpi(spec, comm=mpc_world._comm)
     if party.is_dealer:
         return
+    # the public shape of a client's row, from the config alone: anything else is refused
+    inbox = Inbox(world._comm, layout, (cfg.mpc.proj_dim, cfg.model.n_ctx * text_width(cfg.model.name)))
     schedule, warm, start = _AdaptiveSchedule(cfg), {}, 0
     if resume_round is not None:
         state = rd.load_shard(resume_round, world.rank, rd.config_sha(cfg.to_dict()), n_client_ranks)
@@ -296,18 +299,21 @@ def serve(cfg: Config, world: World, mpc_world: World, rd: Any, resume_round: in
                 warm[k_range], schedule.k = res.state, res.k
             if res.dropped:
                 log.warning("round %d: clients %s left out (no shares by the deadline)", r + 1, res.dropped)
+            if res.invalid:
+                log.warning("round %d: clients %s left out (inputs failed the check on the shares)", r + 1, res.invalid)
             faults.enter("checkpoint", r)
             rd.save_shard(r, world.rank, {"k": schedule.k, "warm": {kr: s.state_dict() for kr, s in warm.items()}},
                           rd.config_sha(cfg.to_dict()), n_client_ranks)
 
         last = serve_round(world._comm, layout, r, schedule.round_config(r), warm.get(k_range),
-                           cfg.mpc.deadline_s, cfg.mpc.wait_s, before_output=checkpoint)
+                           cfg.mpc.deadline_s, cfg.mpc.wait_s, before_output=checkpoint, inbox=inbox)
         costs.append({"round": r + 1, "k": last.k, "rows": len(last.included), "dropouts": last.dropped,
+                      "invalid": last.invalid, "refused": {str(k): v for k, v in last.refused.items()},
                       "phases": last.stats})
         atomic_write_bytes(rd.path / f"mpc.compute-{mpc_world.rank}.jsonl",
                            "".join(json.dumps(c, sort_keys=True) + "\n" for c in costs).encode())
     faults.enter("done")
     if last is not None and last.dropped:  # answer a client rank that is still late for the last round
         late_ranks = sorted({layout.owners()[c] for c in last.dropped})
-        drain_late(world._comm, layout, cfg.rounds - 1, late_ranks, cfg.mpc.deadline_s)
+        drain_late(inbox, cfg.rounds - 1, late_ranks, cfg.mpc.deadline_s)
     shutdown(party)

@@ -116,14 +116,15 @@ def secure_kmeans(
     log = log if log is not None else CommLog()
     bits = lay.quant_bits(len(owners))
     with log.phase("share"):
-        Xi = so.share_rows(quantized_rows(x_local, bits), owners, rank, 0)
+        Xi = with_counts(so.share_rows(lay.quantize(x_local, bits), owners, rank, 0))
     return kmeans_on_shares(Xi, ks, iters, seed, bits, warm=warm, log=log)
 
 
-def quantized_rows(x: torch.Tensor, bits: int) -> torch.Tensor:
-    """``[round(x 2^bits) | 1]``: the int64 rows SecPC shares (the 1 column counts members)."""
-    xq = lay.quantize(x, bits)
-    return torch.cat([xq, torch.ones(xq.shape[0], 1, dtype=torch.long)], 1)
+def with_counts(Xq):
+    """``[xq | 1]`` from the shared ``xq``: the member-count column is a public constant added
+    *after* sharing (party 0's share is 1, the others' 0). Were it part of a client's input, a
+    client could share -5 there and move every centre's count and the chosen k for everyone."""
+    return import_crypten().cat([Xq, so.public_int(torch.ones(Xq.shape[0], 1, dtype=torch.long))], 1)
 
 
 def kmeans_on_shares(
@@ -136,7 +137,7 @@ def kmeans_on_shares(
     log: CommLog | None = None,
 ) -> KMeansOutput:
     """Secure Lloyd k-means on already shared rows ``Xi = [xq | 1]`` (``N x (m+1)`` int shares,
-    :func:`quantized_rows` at ``bits``), however they were shared (by their owners, or sent by
+    :func:`with_counts` of the rows quantised at ``bits``), however they were shared (by their owners, or sent by
     input-only clients to the compute parties: :mod:`mpc.servers`)."""
     log = log if log is not None else CommLog()
     N, m = Xi.shape[0], Xi.shape[1] - 1

@@ -6,9 +6,12 @@ prompts under encryption (:mod:`mpc.aggregation`) and decrypt row i at its owner
 to point (:func:`mpc.secure_ops.reveal_to_owners`). With ``reveal_own_assignment`` (off by
 default, evaluation only) each party also decrypts its own rows' labels, the same way.
 
-Before anything is shared, every party range-checks its own rows and publishes one bit
-("my inputs are valid") plus the public shapes: a single NaN or huge entry would otherwise
-encode to garbage ring elements and silently corrupt *every* client's aggregate.
+Before anything is shared, every party range-checks its own rows and publishes one code
+("my inputs are valid", or why not) plus the public shapes, so an honest party with a NaN or a
+huge entry is told why at once. That code is the party's own word, so after sharing the parties
+check the same contract on the shares (:mod:`mpc.validity`, one bit per row): a single wrapped
+ring word would otherwise corrupt *every* client's aggregate, and a party that lies about its
+code stops every party before anything is revealed.
 """
 
 from __future__ import annotations
@@ -24,13 +27,14 @@ from mpc.clustering import (
     INV_BITS,
     SecureState,
     kmeans_on_shares,
-    quantized_rows,
     secure_silhouette_choice,
     select_group,
+    with_counts,
 )
 from mpc.compat import import_crypten
 from mpc.layout import SecPCConfig, rows_of
 from mpc.stats import CommLog
+from mpc.validity import valid_rows
 
 TRUNCATION_MARGIN_BITS = 8  # headroom under the ring budget (CrypTen's truncation errs w.p. ~|x|/2^63)
 
@@ -137,8 +141,14 @@ def secpc_round(
     bits = lay.quant_bits(N) if bits is None else bits
     with log.phase("share"):
         F = so.share_rows(p_local.float(), owners, rank, None)
-        Xi = so.share_rows(quantized_rows(x_local, bits), owners, rank, 0)
-    core = cluster_and_aggregate(Xi, F, bits, config, warm, log)
+        Xq = so.share_rows(lay.quantize(x_local, bits), owners, rank, 0)
+    with log.phase("check"):
+        valid = valid_rows(Xq, F, bits, max_prompt_abs(N))
+    if not bool(valid.all()):
+        bad = sorted({int(owners[i]) for i in torch.nonzero(~valid).flatten().tolist()})
+        raise InputError(f"SecPC inputs of part{'ies' if len(bad) > 1 else 'y'} {bad} failed the range check "
+                         "under encryption (an entry or a row norm out of bounds); no output was revealed")
+    core = cluster_and_aggregate(Xq, F, bits, config, warm, log)
     k, A, agg = core.k, core.A, core.agg
     own_assign = None
     with log.phase("reveal"):
@@ -146,7 +156,8 @@ def secpc_round(
         if config.reveal_own_assignment:
             labels = so.matmul_public_int(A, torch.arange(k))
             own_assign = so.reveal_to_owners(labels, owners, rank).round().long()
-    revealed = ["chosen_k (all parties)", "input check code and shapes (all parties)", "own aggregate rows (this party only)"]
+    revealed = ["chosen_k (all parties)", "input check code and shapes (all parties)",
+                "one validity bit per row, checked on the shares (all parties)", "own aggregate rows (this party only)"]
     if config.reveal_own_assignment:
         revealed.append("own cluster labels (this party only; evaluation switch)")
     return SecPCResult(
@@ -170,10 +181,13 @@ class CoreOutput:
     state: SecureState
 
 
-def cluster_and_aggregate(Xi, F, bits: int, config: SecPCConfig, warm: SecureState | None, log: CommLog) -> CoreOutput:
+def cluster_and_aggregate(Xq, F, bits: int, config: SecPCConfig, warm: SecureState | None, log: CommLog) -> CoreOutput:
     """SecPC between sharing and revealing, the same for both topologies: cluster the shared
-    rows ``Xi`` (:func:`mpc.clustering.quantized_rows` at ``bits``), reveal only the chosen k,
-    aggregate the shared prompts ``F`` (``N x d``, fixed point) per cluster."""
+    rows ``Xq`` (``N x m`` int shares of :func:`mpc.layout.quantize` at ``bits``, already
+    checked by :func:`mpc.validity.valid_rows`), reveal only the chosen k, aggregate the shared
+    prompts ``F`` (``N x d``, fixed point) per cluster. The member-count column is added here,
+    after sharing (:func:`mpc.clustering.with_counts`)."""
+    Xi = with_counts(Xq)
     N = Xi.shape[0]
     ks = lay.candidate_groups(config.k_min, config.k_max, config.restarts)
     out = kmeans_on_shares(Xi, ks, config.iters, config.seed, bits, warm=warm, log=log)

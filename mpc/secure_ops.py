@@ -83,6 +83,12 @@ def add_raw(x, value: int):
     return y
 
 
+def public_int(values: torch.Tensor):
+    """A public int64 tensor as int shares (party 0 holds it, the others 0): no communication."""
+    share = values.long() if _rank() == 0 else torch.zeros_like(values, dtype=torch.long)
+    return _crypten().mpc.MPCTensor.from_shares(share, precision=0)
+
+
 def mul_public_int(x, t: torch.Tensor):
     """Multiply shares by a public int64 tensor (local; the encoder is kept)."""
     y = x.clone()

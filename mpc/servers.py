@@ -5,27 +5,32 @@ round's time with the number of parties. Here ``S`` compute parties (default 3; 
 ranks ``0..S-1``) and the TTP dealer (rank ``S``) run SecPC, and the clients, many per MPI
 rank, are input parties only:
 
-1. **Share.** A client encodes its reduced row as SecPC's integer row ``[round(x 2^s) | 1]``
-   (``s = quant_bits(N)`` of the *registered* N, so a round with dropouts keeps the bits and
-   the warm-start centres) and its prompt at CrypTen's 16 fractional bits, splits the
-   concatenation into ``S`` additive shares over ``Z_2^64`` (``S - 1`` uniform words from a
-   ChaCha20 stream keyed by ``os.urandom``, the last one the difference) and sends share
-   ``s`` to compute party ``s`` over MPI, one message per client rank and round.
+1. **Share.** A client encodes its reduced row as ``round(x 2^s)`` (``s = quant_bits(N)`` of
+   the *registered* N, so a round with dropouts keeps the bits and the warm-start centres) and
+   its prompt at CrypTen's 16 fractional bits, splits the concatenation into ``S`` additive
+   shares over ``Z_2^64`` (``S - 1`` uniform words from a ChaCha20 stream keyed by
+   ``os.urandom``, the last one the difference) and sends share ``s`` to compute party ``s``
+   over MPI, one message per client rank and round.
 2. **Collect.** Each compute party waits until ``deadline_s`` after the first share of the
-   round arrived (and at most ``wait_s`` for the first one). The compute parties then
-   publish which rows each of them received and keep the rows *all* of them received: the
-   set of rows in a round is public. Rows that missed the deadline are left out of the round
-   (their clients keep their prompts); a late message is answered "not included" when it
-   arrives.
-3. **Compute.** The shares become CrypTen tensors (``MPCTensor.from_shares``) and
-   :func:`mpc.secpc.cluster_and_aggregate` runs unchanged: only k is opened.
+   round arrived (and at most ``wait_s`` for the first one), and refuses, naming the sender,
+   any message that does not fit what the config fixes (:class:`Inbox`). The compute parties
+   then all-gather which rows each of them received and which client ranks each heard from,
+   and keep the rows *all* of them received: the set of rows in a round is public. Rows that
+   missed the deadline somewhere are left out of the round (their clients keep their
+   prompts), and every compute party answers every rank that any of them heard from with the
+   same header, so a client whose send straddled one party's deadline is left out, not failed.
+3. **Check and compute.** The shares become CrypTen tensors (``MPCTensor.from_shares``); the
+   input contract is checked on them (:func:`mpc.validity.valid_rows`, one opened bit per
+   row: a client's own range check is not the others' proof), invalid rows are left out and
+   named, and :func:`mpc.secpc.cluster_and_aggregate` runs unchanged (it appends the public
+   member-count column itself): only k is opened.
 4. **Output.** Compute party ``s`` sends its share of row ``i``'s aggregate to the rank of
    client ``i`` only, with the public header (round, k, the rows included); the client adds
    the ``S`` shares. No compute party ever holds a plaintext row or opens one.
 
-Trust: any ``S - 1`` compute parties together see only uniform shares; the dealer colludes
-with none of them; a client learns its own rows' aggregates, k and which of its own rows were
-included. The messages are plain MPI buffers (int64 arrays, never pickles).
+Trust: any ``S - 1`` compute parties together see only uniform shares and the validity bits;
+the dealer colludes with none of them; a client learns its own rows' aggregates, k and which
+of its own rows were included. The messages are plain MPI buffers (int64 arrays, never pickles).
 """
 
 from __future__ import annotations
@@ -39,7 +44,7 @@ import numpy as np
 import torch
 
 from mpc import layout as lay
-from mpc.clustering import SecureState, quantized_rows
+from mpc.clustering import SecureState
 from mpc.compat import import_crypten
 from mpc.prg import ChaChaGenerator
 from mpc.secure_ops import FIXED_BITS, matmul_public_int
@@ -49,7 +54,7 @@ log = logging.getLogger(__name__)
 
 TAG_SHARES = 7101  # client rank -> compute party: header + one share of its rows
 TAG_OUTPUT = 7102  # compute party -> client rank: header + its share of the rows' outputs
-_HEADER = 4  # shares: [round, n_rows, m + 1, d]; outputs: [round, k, n_rows, has_labels]
+_HEADER = 4  # shares: [round, n_rows, m, d]; outputs: [round, k, n_rows, has_labels]
 _POLL_S = 0.005
 
 
@@ -128,25 +133,41 @@ def split_shares(values: torch.Tensor, n: int, rng: ChaChaGenerator | None = Non
 
 
 def encode_inputs(x: torch.Tensor, p: torch.Tensor, bits: int) -> torch.Tensor:
-    """A client's rows as the int64 ring elements SecPC shares: ``[xq | 1 | round(p 2^16)]``."""
+    """A client's rows as the int64 ring elements it shares: ``[round(x 2^bits) | round(p 2^16)]``.
+
+    No member-count column: the compute parties append the public 1 themselves after sharing
+    (:func:`mpc.clustering.with_counts`), so a client cannot claim to be -5 members."""
     import_crypten()
     from crypten.encoder import FixedPointEncoder
 
     pq = FixedPointEncoder(precision_bits=FIXED_BITS).encode(p.float()).long()
-    return torch.cat([quantized_rows(x, bits), pq], 1)
+    return torch.cat([lay.quantize(x, bits), pq], 1)
 
 
-def _recv_any(comm, sources: set[int], tag: int):
-    """One message from any of ``sources`` if one is waiting: (source, int64 array) or None."""
+def _probe_any(comm, sources: set[int], tag: int) -> tuple[int, int] | None:
+    """(source, number of int64 words) of a message waiting from one of ``sources``, or None.
+    Nothing is received (or allocated) yet: the size is checked first."""
     from mpi4py import MPI
 
     for src in sorted(sources):
         status = MPI.Status()
         if comm.Iprobe(source=src, tag=tag, status=status):
-            buf = np.empty(status.Get_count(MPI.INT64_T), dtype=np.int64)
-            comm.Recv([buf, MPI.INT64_T], source=src, tag=tag)
-            return src, buf
+            return src, status.Get_count(MPI.INT64_T)
     return None
+
+
+def _recv(comm, src: int, tag: int, count: int) -> np.ndarray:
+    from mpi4py import MPI
+
+    buf = np.empty(count, dtype=np.int64)
+    comm.Recv([buf, MPI.INT64_T], source=src, tag=tag)
+    return buf
+
+
+def _recv_any(comm, sources: set[int], tag: int):
+    """One message from any of ``sources`` if one is waiting: (source, int64 array) or None."""
+    got = _probe_any(comm, sources, tag)
+    return None if got is None else (got[0], _recv(comm, got[0], tag, got[1]))
 
 
 def _wait_all(requests: list, bound_s: float) -> bool:
@@ -190,27 +211,26 @@ def check_client_inputs(x: torch.Tensor, p: torch.Tensor, n_rows: int) -> None:
         raise InputError(f"a domain prompt entry is above the bound {max_prompt_abs(n_rows):.4g}; nothing was shared")
 
 
-def client_round(
-    comm,
-    layout: ServerLayout,
-    round_idx: int,
-    ids: list[int],
-    x: torch.Tensor,
-    p: torch.Tensor,
-    wait_s: float,
-) -> ClientRound:
-    """Share this rank's live clients' rows to the compute parties and reconstruct their outputs.
+def send_shares(comm, layout: ServerLayout, round_idx: int, ids: list[int], x: torch.Tensor,
+                p: torch.Tensor) -> tuple[list, int]:
+    """Start sending one share of these clients' encoded rows to each compute party.
 
-    ``ids``: the clients taking part this round (a subset of this rank's clients; a client that
-    dropped out is simply not listed), ``x``: their reduced rows, ``p``: their flattened prompts.
-    """
-    t0 = time.perf_counter()
+    Message: ``[round, n_rows, m, d, ids..., share of the n x (m + d) words]``. Returns the MPI
+    requests and the bytes sent."""
     check_client_inputs(x, p, layout.n_clients)
-    header = np.array([round_idx, len(ids), x.shape[1] + 1, p.shape[1]] + list(ids), dtype=np.int64)
+    header = np.array([round_idx, len(ids), x.shape[1], p.shape[1]] + list(ids), dtype=np.int64)
     shares = split_shares(encode_inputs(x, p, layout.bits), layout.n_servers)
     msgs = [np.concatenate([header, s.numpy().ravel()]) for s in shares]
     reqs = [comm.Isend(msg, dest=layout.server_rank(s), tag=TAG_SHARES) for s, msg in enumerate(msgs)]
-    sent = sum(m.nbytes for m in msgs)
+    return reqs, sum(m.nbytes for m in msgs)
+
+
+def receive_outputs(comm, layout: ServerLayout, round_idx: int, d: int, wait_s: float) -> ClientRound:
+    """Wait for every compute party's answer to this round and add up the output shares.
+
+    The compute parties decide inclusion from the table they all-gathered, so their headers
+    (round, k, this rank's included clients) are identical; if they are not, one of them is
+    faulty and the round's output cannot be trusted."""
     answers: dict[int, np.ndarray] = {}
     servers = {layout.server_rank(s) for s in range(layout.n_servers)}
     end = time.monotonic() + wait_s
@@ -227,22 +247,41 @@ def client_round(
         if int(buf[0]) != round_idx:  # an answer to an earlier round we were late for
             continue
         answers[src] = buf
-    _wait_all(reqs, wait_s)
     heads = {tuple(a[:_HEADER + int(a[2])]) for a in answers.values()}
     if len(heads) != 1:
         raise ServerLost(f"compute parties disagree on round {round_idx + 1}'s header: {sorted(heads)}")
     first = next(iter(answers.values()))
     _, k, n_in, has_labels = (int(v) for v in first[:_HEADER])
     included = [int(v) for v in first[_HEADER : _HEADER + n_in]]
-    width = p.shape[1] + int(has_labels)
+    width = d + int(has_labels)
     total = torch.zeros(n_in, width, dtype=torch.long)
     for a in answers.values():
         total += torch.from_numpy(a[_HEADER + n_in :].copy()).view(n_in, width)
-    rows = {cid: total[j, : p.shape[1]].double() / 2.0**FIXED_BITS for j, cid in enumerate(included)}
+    rows = {cid: (total[j, :d].double() / 2.0**FIXED_BITS).float() for j, cid in enumerate(included)}
     labels = {cid: int(total[j, -1]) for j, cid in enumerate(included)} if has_labels else {}
-    received = sum(a.nbytes for a in answers.values())
-    return ClientRound({c: r.float() for c, r in rows.items()}, k, included, labels, sent, received,
-                       time.perf_counter() - t0)
+    return ClientRound(rows, k, included, labels, 0, sum(a.nbytes for a in answers.values()))
+
+
+def client_round(
+    comm,
+    layout: ServerLayout,
+    round_idx: int,
+    ids: list[int],
+    x: torch.Tensor,
+    p: torch.Tensor,
+    wait_s: float,
+) -> ClientRound:
+    """Share this rank's live clients' rows to the compute parties and reconstruct their outputs.
+
+    ``ids``: the clients taking part this round (a subset of this rank's clients; a client that
+    dropped out is simply not listed), ``x``: their reduced rows, ``p``: their flattened prompts.
+    """
+    t0 = time.perf_counter()
+    reqs, sent = send_shares(comm, layout, round_idx, ids, x, p)
+    res = receive_outputs(comm, layout, round_idx, p.shape[1], wait_s)
+    _wait_all(reqs, wait_s)
+    res.bytes_sent, res.seconds = sent, time.perf_counter() - t0
+    return res
 
 
 # ------------------------------------------------------------------ compute-party side
@@ -254,47 +293,111 @@ class ServerRound:
 
     k: int  # 0 when the round was skipped
     included: list[int]  # client ids in the round (public among compute parties)
-    dropped: list[int]  # registered clients whose rows were not in it
+    dropped: list[int]  # registered clients whose rows did not reach every compute party in time
     stats: dict
     state: SecureState | None = None
-    late: list[int] = field(default_factory=list)  # client ranks answered "not included" for an earlier round
+    invalid: list[int] = field(default_factory=list)  # rows that failed the check on the shares
+    refused: dict[int, str] = field(default_factory=dict)  # client rank -> why its message was refused here
 
 
-def _answer_late(comm, src: int, round_idx: int) -> None:
-    comm.Send(np.array([round_idx, 0, 0, 0], dtype=np.int64), dest=src, tag=TAG_OUTPUT)
+class Inbox:
+    """A compute party's view of the client ranks across rounds.
 
+    It validates every share message against what the compute parties know from the config
+    (round, the sender's own clients, the row shape, the exact length; sizes are checked
+    before anything is allocated), refuses a bad one with a one-line reason naming the
+    sender, and remembers which (rank, round) it has answered, so a message that arrives after
+    the round was decided without it is dropped rather than answered twice. A sender whose
+    message is over the size cap is never read from again (MPI keeps messages in order, so
+    reading past it would mean receiving it).
+    """
 
-def _collect(comm, layout: ServerLayout, round_idx: int, deadline_s: float, wait_s: float):
-    """This compute party's shares of the round: {client rank: (ids, int64 n x w array)}."""
-    got: dict[int, tuple[list[int], np.ndarray, tuple[int, int]]] = {}
-    late: list[int] = []
-    pending = set(layout.client_ranks())
-    owners = layout.owners()
-    start = time.monotonic()
-    first = None
-    while pending:
-        msg = _recv_any(comm, pending, TAG_SHARES)
-        now = time.monotonic()
-        if msg is None:
-            if first is not None and now - first > deadline_s:
-                break
-            if first is None and now - start > wait_s:
-                raise TimeoutError(f"no client shared anything within {wait_s:.0f} s in round {round_idx + 1}")
-            time.sleep(_POLL_S)
-            continue
-        src, buf = msg
-        r, n, m1, d = (int(v) for v in buf[:_HEADER])
-        if r < round_idx:  # late for an earlier round: tell it, keep waiting for this round's
-            _answer_late(comm, src, r)
-            late.append(src)
-            continue
-        first = now if first is None else first
+    def __init__(self, comm, layout: ServerLayout, shape: tuple[int, int]) -> None:
+        self.comm, self.layout, self.shape = comm, layout, (int(shape[0]), int(shape[1]))
+        self.owners = layout.owners()
+        self.banned: dict[int, str] = {}
+        self.answered: set[tuple[int, int]] = set()
+        self.inflight: list = []  # answers to late messages (small, kept until MPI is done with them)
+
+    def cap(self, src: int) -> int:
+        """Most int64 words a valid share message from ``src`` can have."""
+        n = len(self.layout.clients_of(src))
+        return _HEADER + n + n * sum(self.shape)
+
+    def _check(self, src: int, buf: np.ndarray, round_idx: int) -> str | None:
+        """Why ``buf`` from ``src`` is not a valid share message for ``round_idx`` (None: it is)."""
+        if buf.size < _HEADER:
+            return f"a message of {buf.size} words is shorter than the header"
+        r, n, m, d = (int(v) for v in buf[:_HEADER])
+        if r != round_idx:
+            return f"it claims round {r + 1} during round {round_idx + 1}"
+        mine = self.layout.clients_of(src)
+        if not 0 <= n <= len(mine):
+            return f"it claims {n} rows but hosts {len(mine)} clients"
+        if (m, d) != self.shape:
+            return f"its rows are {m} + {d} words wide, expected {self.shape[0]} + {self.shape[1]}"
+        if buf.size != _HEADER + n + n * (m + d):
+            return f"{buf.size} words do not match its header ({_HEADER + n + n * (m + d)} expected)"
         ids = [int(v) for v in buf[_HEADER : _HEADER + n]]
-        if any(owners[i] != src for i in ids):
-            raise ValueError(f"rank {src} sent rows {ids} it does not host")
-        got[src] = (ids, buf[_HEADER + n :].reshape(n, m1 + d), (m1, d))
-        pending.discard(src)
-    return got, late
+        if len(set(ids)) != n or any(not 0 <= i < len(self.owners) or self.owners[i] != src for i in ids):
+            return f"rows {ids} are not distinct clients it hosts"
+        return None
+
+    def collect(self, round_idx: int, deadline_s: float, wait_s: float):
+        """This compute party's valid shares of the round: ``({rank: (ids, n x (m+d) words)},
+        ranks heard from, {rank: reason refused})``. Waits until ``deadline_s`` after the first
+        message of the round (at most ``wait_s`` for the first)."""
+        got: dict[int, tuple[list[int], np.ndarray]] = {}
+        refused: dict[int, str] = {}
+        pending = set(self.layout.client_ranks()) - set(self.banned)
+        start, first = time.monotonic(), None
+        while pending:
+            probe = _probe_any(self.comm, pending, TAG_SHARES)
+            now = time.monotonic()
+            if probe is None:
+                if first is not None and now - first > deadline_s:
+                    break
+                if first is None and now - start > wait_s:
+                    raise TimeoutError(f"no client shared anything within {wait_s:.0f} s in round {round_idx + 1}")
+                time.sleep(_POLL_S)
+                continue
+            src, count = probe
+            if count > self.cap(src):
+                reason = f"a message of {count} words is over the cap of {self.cap(src)}; rank ignored from now on"
+                self.banned[src] = reason
+                refused[src] = reason
+                pending.discard(src)
+                log.error("round %d: refused client rank %d: %s", round_idx + 1, src, reason)
+                continue
+            buf = _recv(self.comm, src, TAG_SHARES, count)
+            if buf.size >= 1 and 0 <= int(buf[0]) < round_idx:  # late for an earlier round
+                self.answer_late(src, int(buf[0]))
+                continue
+            first = now if first is None else first
+            pending.discard(src)
+            reason = self._check(src, buf, round_idx)
+            if reason is not None:
+                refused[src] = reason
+                log.error("round %d: refused client rank %d: %s", round_idx + 1, src, reason)
+                continue
+            n = int(buf[1])
+            got[src] = ([int(v) for v in buf[_HEADER : _HEADER + n]], buf[_HEADER + n :].reshape(n, sum(self.shape)))
+        heard = set(got) | set(refused) | set(self.banned)
+        return got, heard, refused
+
+    def answer(self, src: int, round_idx: int, k: int, ids: list[int], body: torch.Tensor | None,
+               has_labels: bool = False):
+        """Send rank ``src`` this round's header (and its rows' output shares): one message."""
+        head = np.array([round_idx, k, len(ids), int(has_labels)] + list(ids), dtype=np.int64)
+        msg = np.concatenate([head, body.numpy().ravel()]) if body is not None else head
+        self.answered.add((src, round_idx))
+        return self.comm.Isend(msg, dest=src, tag=TAG_OUTPUT), msg.nbytes
+
+    def answer_late(self, src: int, round_idx: int) -> None:
+        """"Not included" for a round decided without ``src``'s message (once per round)."""
+        if (src, round_idx) not in self.answered:
+            self.inflight.append(self.answer(src, round_idx, 0, [], None)[0])
+        self.inflight = [r for r in self.inflight if not r.Test()]
 
 
 def serve_round(
@@ -306,82 +409,104 @@ def serve_round(
     deadline_s: float,
     wait_s: float,
     before_output: Callable[[ServerRound], None] | None = None,
+    inbox: Inbox | None = None,
+    shape: tuple[int, int] | None = None,
 ) -> ServerRound:
     """One SecPC round at this compute party (CrypTen initialised among the compute parties).
 
-    ``before_output`` is called with the round's result before any client gets its output: the
-    launcher checkpoints there, so a round a client has seen is always resumable."""
-    from mpc.secpc import cluster_and_aggregate
+    ``inbox`` carries what the compute party remembers between rounds (make one per run;
+    else pass ``shape``, the public ``(m, d)`` of a client's row, for a single round).
+    Inclusion is decided from the all-gathered table, so every compute party answers every
+    client rank that any of them heard from, with the same header. ``before_output`` is called
+    with the round's result before any client gets its output: the launcher checkpoints there,
+    so a round a client has seen is always resumable."""
+    from mpc.secpc import cluster_and_aggregate, max_prompt_abs
+    from mpc.validity import valid_rows
 
     ct = import_crypten()
     MPCTensor = ct.mpc.MPCTensor
     cc = ct.communicator.get()
+    if inbox is None:
+        if shape is None:
+            raise ValueError("serve_round needs an inbox or the public row shape (m, d)")
+        inbox = Inbox(comm, layout, shape)
+    m = inbox.shape[0]
     clog = CommLog()
     t0 = time.perf_counter()
-    got, late = _collect(comm, layout, round_idx, deadline_s, wait_s)
-    n_total = layout.n_clients
-    mask = torch.zeros(n_total + 2, dtype=torch.long)
-    for ids, _, (m1, d) in got.values():
+    got, heard, refused = inbox.collect(round_idx, deadline_s, wait_s)
+    n_total, n_ranks = layout.n_clients, layout.n_client_ranks
+    mask = torch.zeros(n_total + n_ranks, dtype=torch.long)
+    for ids, _ in got.values():
         mask[ids] = 1
-        mask[n_total:] = torch.tensor([m1, d])
-    table = torch.stack(cc.all_gather(mask))  # public: which rows each compute party holds, shapes
-    shapes = {tuple(t[n_total:].tolist()) for t in table if t[:n_total].any()}
-    if len(shapes) > 1:
-        raise ValueError(f"clients disagree on the (m + 1, d) of their rows: {sorted(shapes)}")
-    included = [i for i in range(n_total) if bool(table[:, i].all())]
-    dropped = [i for i in range(n_total) if i not in included]
-    received = sum(v[1].nbytes for v in got.values())
+    mask[[n_total + r for r in heard]] = 1
+    table = torch.stack(cc.all_gather(mask))  # public: which rows each compute party holds, whom it heard
+    received = [i for i in range(n_total) if bool(table[:, i].all())]
+    heard_any = [r for r in range(n_ranks) if bool(table[:, n_total + r].any())]
+    dropped = [i for i in range(n_total) if i not in received]
     clog.phases["collect"] = PhaseStats("collect", time.perf_counter() - t0, 1, 0)
+    rows = {cid: arr[j] for ids, arr in got.values() for j, cid in enumerate(ids)}
+    Xq = F = None
+    included, invalid = received, []
+    if received:
+        words = torch.from_numpy(np.stack([rows[i] for i in received]))
+        Xq = MPCTensor.from_shares(words[:, :m].contiguous(), precision=0)
+        F = MPCTensor.from_shares(words[:, m:].contiguous(), precision=FIXED_BITS)
+        with clog.phase("check"):
+            ok = valid_rows(Xq, F, layout.bits, max_prompt_abs(n_total))
+        if not bool(ok.all()):
+            keep = torch.nonzero(ok).flatten()
+            invalid = [received[j] for j in torch.nonzero(~ok).flatten().tolist()]
+            included = [received[j] for j in keep.tolist()]
+            Xq, F = Xq[keep], F[keep]
+            log.error("round %d: rows of clients %s failed the range check on the shares; left out",
+                      round_idx + 1, invalid)
     n_min = max(config.k_max, 1 if config.allow_insecure else lay.SAFE_MIN_CLUSTER)
     if len(included) < n_min:
-        log.warning("round %d: only %d rows arrived (need %d); the round is skipped", round_idx + 1,
+        log.warning("round %d: only %d valid rows arrived (need %d); the round is skipped", round_idx + 1,
                     len(included), n_min)
         k, agg, labels, state = 0, None, None, warm
     else:
-        (m1, d), = shapes
-        rows = {}
-        for ids, arr, _ in got.values():
-            for j, cid in enumerate(ids):
-                rows[cid] = arr[j]
-        mine = torch.from_numpy(np.stack([rows[i] for i in included]))
-        Xi = MPCTensor.from_shares(mine[:, :m1].contiguous(), precision=0)
-        F = MPCTensor.from_shares(mine[:, m1:].contiguous(), precision=FIXED_BITS)
-        core = cluster_and_aggregate(Xi, F, layout.bits, config, warm, clog)
+        core = cluster_and_aggregate(Xq, F, layout.bits, config, warm, clog)
         k, agg, state = core.k, core.agg.share, core.state
         labels = matmul_public_int(core.A, torch.arange(k)).share if config.reveal_own_assignment else None
-    result = ServerRound(k, included, dropped, clog.as_dict(), state, late)
+    result = ServerRound(k, included, dropped, clog.as_dict(), state, invalid, refused)
     if before_output is not None:
         before_output(result)
     t1 = time.perf_counter()
     pos = {cid: j for j, cid in enumerate(included)}
     reqs, sent = [], 0
-    for src, (ids, _, _) in sorted(got.items()):
-        mine_in = [i for i in ids if i in pos] if k else []
-        head = np.array([round_idx, k, len(mine_in), int(labels is not None)] + mine_in, dtype=np.int64)
-        body = torch.zeros(len(mine_in), 0, dtype=torch.long)
+    for src in heard_any:
+        mine_in = [i for i in layout.clients_of(src) if i in pos] if k else []
+        body = None
         if mine_in:
             idx = torch.tensor([pos[i] for i in mine_in])
             body = agg[idx] if labels is None else torch.cat([agg[idx], labels[idx].view(-1, 1)], 1)
-        msg = np.concatenate([head, body.numpy().ravel()])
-        reqs.append(comm.Isend(msg, dest=src, tag=TAG_OUTPUT))
-        sent += msg.nbytes
+        req, nbytes = inbox.answer(src, round_idx, k, mine_in, body, labels is not None)
+        reqs.append(req)
+        sent += nbytes
     if not _wait_all(reqs, deadline_s):
         log.warning("round %d: some client ranks did not take their outputs within %.0f s", round_idx + 1, deadline_s)
     clog.phases["output"] = PhaseStats("output", time.perf_counter() - t1, 1, sent)
     result.stats = clog.as_dict()
-    result.stats["clients"] = {"bytes_received": received, "bytes_sent": sent}
+    result.stats["clients"] = {"bytes_received": sum(v[1].nbytes for v in got.values()), "bytes_sent": sent}
     return result
 
 
-def drain_late(comm, layout: ServerLayout, round_idx: int, missing_ranks: list[int], bound_s: float) -> None:
+def drain_late(inbox: Inbox, round_idx: int, missing_ranks: list[int], bound_s: float) -> None:
     """After the last round: answer client ranks that may still send it late, for up to ``bound_s``."""
-    pending = set(missing_ranks)
+    pending = set(missing_ranks) - set(inbox.banned)
     end = time.monotonic() + bound_s
     while pending and time.monotonic() < end:
-        msg = _recv_any(comm, pending, TAG_SHARES)
-        if msg is None:
+        probe = _probe_any(inbox.comm, pending, TAG_SHARES)
+        if probe is None:
             time.sleep(_POLL_S)
             continue
-        src, buf = msg
-        _answer_late(comm, src, int(buf[0]))
+        src, count = probe
         pending.discard(src)
+        if count > inbox.cap(src):
+            continue
+        buf = _recv(inbox.comm, src, TAG_SHARES, count)
+        r = int(buf[0]) if buf.size else -1
+        if 0 <= r <= round_idx:
+            inbox.answer_late(src, r)
+    _wait_all(inbox.inflight, bound_s)

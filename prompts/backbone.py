@@ -149,6 +149,18 @@ def _check_tag_downloadable(name: str, tag: str) -> None:
                            f"({err}); this machine appears to have no network access. {_local_hint(name)}")
 
 
+def text_width(name: str) -> int:
+    """The width of one prompt context vector of model ``name``, from its config alone (no
+    weights): what the servers topology's compute parties, which never load the model, check
+    every client's prompt size against."""
+    tiny_clip.register_config()
+    model_name = tiny_clip.TINY_MODEL_NAME if name in tiny_clip.CORPORA else name
+    cfg = open_clip.get_model_config(model_name)
+    if cfg is None:
+        raise ValueError(f"unknown open_clip model {name!r}")
+    return int(cfg["text_cfg"]["width"])
+
+
 def load_backbone(name: str, pretrained: str | None = None, device: str | torch.device | None = None,
                   seed: int = 0) -> Backbone:
     """Build ``name`` with ``pretrained`` weights, frozen and in eval mode, on CUDA if available.

@@ -184,7 +184,8 @@ def _servers(args, world, X, P, config) -> dict:
         party = init_from_mpi(PartySpec(args.servers), comm=sub)
         if not party.is_dealer:
             import_crypten().communicator.get().barrier()
-            res = serve_round(world, lay, 0, config, None, deadline_s=args.wait_s, wait_s=args.wait_s)
+            res = serve_round(world, lay, 0, config, None, deadline_s=args.wait_s, wait_s=args.wait_s,
+                              shape=(X.shape[1], P.shape[1]))
             part.update(stats=res.stats, k=res.k)
             shutdown(party)
         return part

@@ -56,17 +56,16 @@ def main(mode: str, out: Path, n_client_ranks: int) -> None:
         if party.is_dealer:
             return
         received: list[np.ndarray] = []
-        recv_any = servers._recv_any
+        recv = servers._recv
 
-        def recording(comm, sources, tag):  # the buffers this compute party holds after each receive
-            got = recv_any(comm, sources, tag)
-            if got is not None:
-                received.append(got[1].copy())
-            return got
+        def recording(comm, src, tag, count):  # the buffers this compute party holds after each receive
+            buf = recv(comm, src, tag, count)
+            received.append(buf.copy())
+            return buf
 
-        servers._recv_any = recording
+        servers._recv = recording
         import_crypten().communicator.get().barrier()
-        res = servers.serve_round(world, layout, 0, CONFIG, None, DEADLINE_S, 120)
+        res = servers.serve_round(world, layout, 0, CONFIG, None, DEADLINE_S, 120, shape=(M, D))
         shutdown(party)
         s = rank - n_client_ranks
         (out / f"server-{s}.json").write_text(json.dumps({"k": res.k, "included": res.included, "dropped": res.dropped}))
