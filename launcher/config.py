@@ -143,6 +143,9 @@ class DPConfig:
     delta: float = _rule(lambda v: 0 < v < 1, "must be in (0, 1)", 1e-5)
     clip: float = above(0, 1.0)
     rank: int = at_least(1, 8)  # dpfpl: local-prompt factorisation rank, capped at model.n_ctx
+    # Noise from a generator seeded by the public config: reproducible, and NOT private against
+    # anyone who knows the seed (labelled in results and the audit). Off: the OS's CSPRNG.
+    reproducible_noise: bool = False
 
 
 @dataclass

@@ -3,6 +3,12 @@
 * :class:`DPFedAvg` - client-level DP at the aggregator, calibrated by an accountant.
 * :class:`DPFPL` - DP-FPL as its public code does it (per-step lockstep training); its
   epsilon is the paper's heuristic formula, not an accounted guarantee.
+
+Noise that every rank must add alike (the aggregator's) is drawn by client rank 0 and sent to
+the others; noise is secret (:class:`prompts.dp_mechanisms.SecureNoise`) unless the run opts
+into ``dp.reproducible_noise``, which seeds it from the public config and is labelled not
+private (:func:`noise_source`). The aggregator itself is simulated by the client ranks (each
+rank computes the same aggregate), so it is trusted, as in the DP-FedAvg model.
 """
 
 from __future__ import annotations
@@ -19,6 +25,18 @@ from launcher.methods import get as get_method
 from launcher.strategies import RoundInput, RoundOutput, Strategy, TrainableClient, client_seed, reseed_augmentation
 from launcher.world import World
 from prompts import dp_mechanisms as dp
+
+
+def noise_source(cfg: Config, seed: int | torch.Generator) -> dp.NoiseSource:
+    """Secret noise, or with ``dp.reproducible_noise`` (labelled not private) a stream that
+    ``seed`` fixes: whoever knows ``seed`` can draw it again and subtract it."""
+    return dp.SeededNoise(seed) if cfg.dp.reproducible_noise else dp.SecureNoise()
+
+
+def dpfedavg_noise_seed(seed: int, round_idx: int) -> int:
+    """DP-FedAvg's reproducible noise seed of a round (``dp.reproducible_noise`` only): a
+    public function of the config, which the audit's seed-knowing observer uses too."""
+    return seed * 7919 + round_idx
 
 
 class DPFedAvg(Strategy):
@@ -44,13 +62,17 @@ class DPFedAvg(Strategy):
         ids = sorted(prompts)
         clip = self.cfg.dp.clip
         total = sum(dp.clip_by_norm(prompts[i] - self.global_prompt, clip) for i in ids)
-        gen = torch.Generator().manual_seed(self.cfg.seed * 7919 + inp.round_idx)  # same noise on every rank
-        total = total + dp.gaussian_like(total, self.noise_multiplier * clip, gen)
+        noise = None
+        if self.world.is_root:  # the aggregator's noise, drawn once and sent to every rank
+            source = noise_source(self.cfg, dpfedavg_noise_seed(self.cfg.seed, inp.round_idx))
+            noise = dp.gaussian_like(total, self.noise_multiplier * clip, source)
+        total = total + self.world.bcast(noise)
         self.global_prompt = self.global_prompt + total / len(ids)
         eps = dp.epsilon_spent(self.noise_multiplier, inp.round_idx + 1, self.cfg.dp.delta)
         return RoundOutput(
             {cid: self.global_prompt.clone() for cid in inp.prompts},
-            {"epsilon": eps, "noise_multiplier": self.noise_multiplier},
+            {"epsilon": eps, "noise_multiplier": self.noise_multiplier,
+             "reproducible_noise": self.cfg.dp.reproducible_noise},
         )
 
     def state_dict(self) -> dict[str, Any]:
@@ -99,11 +121,12 @@ class DPFPL(Strategy):
     :func:`prompts.training.train_local` does (the public code shares one optimiser between
     all clients).
 
-    Randomness: batches are seeded as in every other method (``client_seed``); the
-    factorisation and local noise by (seed, round, client); the shared noise by
-    (seed, round, step), so every MPI rank adds the same noise. Nothing carries over between
-    rounds except the prompts (checkpointed with the clients), so a resumed run repeats an
-    uninterrupted one.
+    Randomness: batches are seeded as in every other method (``client_seed``), the
+    factorisation's random start by (seed, round, client). The noise is secret
+    (:func:`noise_source`): the local noise is drawn by each client, the shared noise by client
+    rank 0 and sent to every rank, so every rank adds the same. With ``dp.reproducible_noise``
+    both are seeded as the public code does (local by (seed, round, client), shared by (seed,
+    round, step)); only then does a resumed run repeat an uninterrupted one exactly.
     """
 
     name = "dpfpl"
@@ -140,12 +163,14 @@ class DPFPL(Strategy):
         ]
         local_gens = [torch.Generator().manual_seed(_stream_seed(_LOCAL, cfg.seed, round_idx, c.cid))
                       for c in clients]
+        # reproducible: the public code's one stream per client for the factorisation and the noise
+        local_noise = [noise_source(cfg, g) for g in local_gens]
         for step in range(steps):
             clipped: dict[int, torch.Tensor] = {}
-            for c, stepper, gen in zip(clients, steppers, local_gens):
+            for c, stepper, gen, noise in zip(clients, steppers, local_gens, local_noise):
                 stepper.backward()
                 clipped[c.cid] = dp.clip_by_norm(c.learner.domain_ctx.grad.detach(), cfg.dp.clip).cpu()
-                self._privatise_local(c.learner, gen)
+                self._privatise_local(c.learner, gen, noise)
             shared = self._noisy_mean(clipped, round_idx, step)
             for c, stepper in zip(clients, steppers):
                 c.learner.domain_ctx.grad = shared.to(c.learner.domain_ctx.device, copy=True)
@@ -154,11 +179,11 @@ class DPFPL(Strategy):
             stepper.close()
         return time.perf_counter() - t0
 
-    def _privatise_local(self, learner: torch.nn.Module, gen: torch.Generator) -> None:
+    def _privatise_local(self, learner: torch.nn.Module, gen: torch.Generator, noise: dp.NoiseSource) -> None:
         """Replace the local prompt's gradient by DP-FPL's noised low-rank one."""
         L = learner.class_ctx
         factors = dp.factorise(L.detach(), self.cfg.dp.rank, gen)
-        L.grad = dp.privatise_lowrank(L.grad, factors, self.cfg.dp.clip, self.std, gen)
+        L.grad = dp.privatise_lowrank(L.grad, factors, self.cfg.dp.clip, self.std, noise)
 
     def _noisy_mean(self, clipped: dict[int, torch.Tensor], round_idx: int, step: int) -> torch.Tensor:
         """The server step: mean of every client's clipped gradient (all ranks) plus shared noise."""
@@ -167,13 +192,16 @@ class DPFPL(Strategy):
             every.update(part)
         ids = sorted(every)
         mean = sum(every[i] for i in ids) / len(ids)
-        gen = torch.Generator().manual_seed(_stream_seed(_GLOBAL, self.cfg.seed, round_idx, step))
-        return mean + dp.gaussian_like(mean, self.std / len(ids), gen)
+        noise = None
+        if self.world.is_root:  # drawn once, sent to every rank
+            source = noise_source(self.cfg, _stream_seed(_GLOBAL, self.cfg.seed, round_idx, step))
+            noise = dp.gaussian_like(mean, self.std / len(ids), source)
+        return mean + self.world.bcast(noise)
 
     def aggregate(self, inp: RoundInput) -> RoundOutput:
         # D moved in lockstep with the same noisy gradient on every client: already shared
         return RoundOutput(
             dict(inp.prompts),
             {"epsilon": self.cfg.dp.epsilon, "epsilon_heuristic": get_method(self.name).heuristic_epsilon,
-             "sigma": self.sigma},
+             "sigma": self.sigma, "reproducible_noise": self.cfg.dp.reproducible_noise},
         )

@@ -49,6 +49,7 @@ class RoundRow:
     insecure_dealer: bool | None = None
     epsilon: float | None = None  # DP methods
     epsilon_heuristic: bool | None = None  # True: no accountant behind ``epsilon``
+    reproducible_noise: bool | None = None  # True: DP noise seeded by the public config, NOT private
     mpc: MPCCost | None = None
     assignment: dict[str, int] | None = None  # evaluation.gather: client id -> own cluster label
     ari: float | None = None  # of ``assignment`` against the true domains
@@ -69,7 +70,7 @@ class RoundRow:
     zeroshot_acc_domain_val: float | None = None
 
     #: Keys a strategy's ``info`` may set, copied as they are from rank 0's part.
-    FROM_INFO = ("k", "insecure_dealer", "epsilon", "epsilon_heuristic")
+    FROM_INFO = ("k", "insecure_dealer", "epsilon", "epsilon_heuristic", "reproducible_noise")
 
     def to_json(self) -> dict[str, Any]:
         """A plain dict without the fields that do not apply (no ``null`` noise in the log)."""

@@ -57,6 +57,7 @@ def summarise(cfg: Config, rows: list[RoundRow], domains: dict[int, int]) -> dic
         "local_train_s_per_round": statistics.fmean(r.time.local_train_s for r in rows),
         "aggregate_s_per_round": statistics.fmean(r.time.aggregate_s for r in rows),
         "insecure_dealer": bool(final.insecure_dealer),
+        "reproducible_noise": bool(final.reproducible_noise),  # DP noise seeded by the public config
         "evaluation_gathered": cfg.evaluation.gather,
     }
     for key in EXTRA_SPLITS:  # the extra evaluation splits (fonts), as ``acc`` above

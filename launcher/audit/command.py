@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from launcher.audit import mia, report, sources, steal
+from launcher.audit import mia, noise, report, sources, steal
 from launcher.audit.shadows import Shadows, target_points, train_shadows
 
 
@@ -88,7 +88,10 @@ def audit_run(run: sources.AuditedRun, cache: sources.ClientCache, shadow_cache:
             "shadows": sh.count, "observer_note": rec.note,
         })
     facts = {"run_dir": str(run.path), "method": run.method, "epsilon": run.epsilon, "seed": run.cfg.seed,
-             "upload_replay_max_error": replay_err, "uploads_replayed": bool(uploads)}
+             "upload_replay_max_error": replay_err, "uploads_replayed": bool(uploads),
+             "insecure_dealer": bool(run.summary.get("insecure_dealer", False)),
+             "reproducible_noise": bool(get_method(run.method).dp and run.cfg.dp.reproducible_noise),
+             "seed_observer": noise.seed_observer(run, uploads)}
     return records, facts
 
 

@@ -77,6 +77,12 @@ def build(records: list[dict[str, Any]], facts: list[dict[str, Any]], transcript
                              "tv_mia_auc": tv["auc"], "tv_mia_tpr_at_1fpr": tv["tpr_at_1fpr"],
                              "steal_cosine": _mean(sr, "steal_cosine")})
         row["per_seed"] = per_seed
+        mine = [f for f in facts if (f["method"], f["epsilon"]) == (method, eps)]
+        row["insecure_dealer"] = any(f.get("insecure_dealer") for f in mine)
+        # the release is not private if its noise is a function of the public config (label), or
+        # if the seed-knowing observer actually removed it (measured, DP-FedAvg)
+        row["noise_not_private"] = any(f.get("reproducible_noise") or (f.get("seed_observer") or {}).get("noise_removed")
+                                       for f in mine)
         rows.append(row)
     return {"rows": rows, "runs": facts, "transcript": transcript,
             "notes": {"headline": "mia_* = release view, LiRA online (global variance), pooled over victims and seeds",
@@ -104,6 +110,20 @@ def table(results: dict[str, Any]) -> str:
             f"| {r['release']['loss']['auc']:.3f} | {r['release']['dpfpl_shadow']['auc']:.3f} "
             f"| {r['training_view']['observer']} | {r['tv_mia_auc']:.3f} | {100 * r['tv_mia_tpr_at_1fpr']:.1f}% "
             f"| {r['steal_cosine']:.2f} | {100 * r['stolen_acc']:.1f} |")
+    flags = [f"{r['method']} ε={_eps(r['epsilon'])}: DP noise NOT PRIVATE (seeded by the public config)"
+             for r in results["rows"] if r.get("noise_not_private")]
+    flags += [f"{r['method']}: INSECURE DEALER (party 0 makes the triples)" for r in results["rows"]
+              if r.get("insecure_dealer")]
+    if flags:
+        lines += ["", *(f"**{f}**" for f in flags)]
+    observed = [f for f in results["runs"] if f.get("seed_observer")]
+    if observed:
+        lines += ["", "| seed observer: run | reproducible noise | noise std | recovery error (max abs) | noise removed |",
+                  "| --- | --- | --- | --- | --- |"]
+        for f in observed:
+            o = f["seed_observer"]
+            lines.append(f"| {f['method']} ε={_eps(f['epsilon'])} seed {f['seed']} | {o['reproducible_noise']} "
+                         f"| {o['noise_std']:.3g} | {o['recovery_max_abs_error']:.2e} | {o['noise_removed']} |")
     r0 = results["rows"][0]
     lines += ["", f"Per row: {r0['members']} members, {r0['non_members']} non-members pooled over {r0['victims']} "
               f"victims x seeds, {r0['shadows']} shadow prompts per victim; zero-shot accuracy "
@@ -136,6 +156,9 @@ How to read this:
   the public init). *stolen acc* is the reconstruction's accuracy on the victim's test data.
 * **Transcript**: the real protocol must not be flagged, each deliberate leak must be.
 * **Cluster policy**: with clusters of 2 a co-member reads the other member's prompt exactly.
+* **Seed observer** (DP-FedAvg): knows the public config, redraws the last round's noise as a
+  seeded run would and subtracts it. *noise removed* (error at float rounding) means the DP
+  release is not private; with secret noise (the default) the error is the noise's own size.
 """
 
 

@@ -90,23 +90,28 @@ def test_lockstep_runs_the_largest_clients_epochs(noiseless):
     assert all(steps.count(s) == per_client for s in set(steps))
 
 
-def test_noise_is_seeded_and_shrinks_with_epsilon():
-    # same config twice: identical prompts; smaller epsilon: further from the noiseless run
+def test_noise_is_secret_unless_reproducible_and_shrinks_with_epsilon():
+    # reproducible opt-in, same config twice: identical prompts; secret noise (the default):
+    # different prompts; smaller epsilon: further from the noiseless run
     runs = {}
-    for eps in ("1", "1", "1.0e+12"):
-        _, strategy, clients = _setup(f"dp.epsilon={eps}", "train.batch_size=128")  # 6 steps
+    for eps, repro in (("1", "true"), ("1", "true"), ("1", "false"), ("1", "false"), ("1.0e+12", "true")):
+        _, strategy, clients = _setup(f"dp.epsilon={eps}", "train.batch_size=128",  # 6 steps
+                                      f"dp.reproducible_noise={repro}")
         strategy.train_round(clients, 0)
-        runs.setdefault(eps, []).append([c.learner.get_domain_prompt() for c in clients])
-    a, b = runs["1"]
+        runs.setdefault((eps, repro), []).append([c.learner.get_domain_prompt() for c in clients])
+    a, b = runs["1", "true"]
     assert all(torch.equal(x, y) for x, y in zip(a, b))
-    assert all(torch.equal(x, a[0]) for x in a)
-    assert not torch.allclose(a[0], runs["1.0e+12"][0][0], atol=1e-4)
+    assert all(torch.equal(x, a[0]) for x in a)  # one shared prompt
+    s1, s2 = runs["1", "false"]
+    assert all(torch.equal(x, s1[0]) for x in s1)  # still one shared prompt: rank 0's noise for all
+    assert not torch.allclose(s1[0], s2[0], atol=1e-4)
+    assert not torch.allclose(a[0], runs["1.0e+12", "true"][0][0], atol=1e-4)
 
 
 @pytest.mark.timeout(300)
 def test_mpirun_ranks_share_the_prompt_and_match_one_process(tmp_path):
     args = ["-m", "launcher", "run", "--config", str(ROOT / "launcher/configs/default.yaml"), *SMALL,
-            "dp.epsilon=1"]
+            "dp.epsilon=1", "dp.reproducible_noise=true"]  # ranks vs one process: the same seeded noise
     env = {**os.environ, "OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"}
     mpirun = str(Path(sys.executable).parent / "mpirun")
     ranks = subprocess.run([mpirun, "--oversubscribe", "-np", "3", sys.executable, *args, "--run-dir", str(tmp_path / "mpi")],

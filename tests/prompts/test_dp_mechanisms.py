@@ -38,9 +38,11 @@ def test_clip_and_noise():
     assert c.norm().item() == pytest.approx(1.0, rel=1e-6)
     small = torch.full((2,), 0.1)
     assert torch.equal(dp.clip_by_norm(small, 1.0), small)
-    g = torch.Generator().manual_seed(0)
-    noise = dp.gaussian_like(torch.zeros(20000), 2.0, g)
-    assert noise.std().item() == pytest.approx(2.0, rel=0.03)
+    for source in (dp.SeededNoise(0), dp.SecureNoise()):
+        noise = dp.gaussian_like(torch.zeros(20000), 2.0, source)
+        assert noise.dtype == torch.float32 and noise.shape == (20000,)
+        assert noise.mean().item() == pytest.approx(0.0, abs=0.05)
+        assert noise.std().item() == pytest.approx(2.0, rel=0.03)
     with pytest.raises(ValueError):
         dp.calibrate_noise_multiplier(0.0, 1e-5, 5)
 
@@ -102,12 +104,12 @@ def test_full_grad_without_noise_matches_a_hand_computation():
     L = torch.randn(4, 16, generator=_gen(1), dtype=torch.float64)
     G = torch.randn(4, 16, generator=_gen(2), dtype=torch.float64)
     f = dp.factorise(L, 8, _gen(3))
-    got = dp.privatise_lowrank(G, f, clip=1e9, std=0.0, generator=_gen(4))
+    got = dp.privatise_lowrank(G, f, clip=1e9, std=0.0, noise=dp.SeededNoise(4))
     P = f.v.T @ f.v
     assert torch.allclose(got, 0.1 * (G + 2 * G @ P), atol=1e-12)
     # rank 2 < M: the formula term by term
     f = dp.factorise(L, 2, _gen(3))
-    got = dp.privatise_lowrank(G, f, clip=1e9, std=0.0, generator=_gen(4))
+    got = dp.privatise_lowrank(G, f, clip=1e9, std=0.0, noise=dp.SeededNoise(4))
     gu, gv = 0.1 * G @ f.v.T, 0.1 * f.u.T @ G
     assert torch.allclose(got, gu @ f.v + f.u @ gv + f.u @ f.u.T @ gu @ f.v, atol=1e-12)
 
@@ -116,17 +118,27 @@ def test_clipping_bounds_the_local_gradient_and_noise_is_seeded():
     L = torch.randn(10, 4, 64, generator=_gen(1))
     G = torch.randn(10, 4, 64, generator=_gen(2)) * 1e6
     f = dp.factorise(L, 8, _gen(3))
-    clipped = dp.privatise_lowrank(G, f, clip=0.5, std=0.0, generator=_gen(4))
+    clipped = dp.privatise_lowrank(G, f, clip=0.5, std=0.0, noise=dp.SeededNoise(4))
     # u, v orthonormal: each of the three terms is at most 0.1 * clip in norm
     assert clipped.norm() <= 0.3 * 0.5 * (1 + 1e-5)
     g_u, g_v = dp.lowrank_grads(G, f.u, f.v)
     assert torch.allclose(clipped, dp.full_grad(f.u, f.v, dp.clip_by_norm(g_u, 0.5), dp.clip_by_norm(g_v, 0.5)))
-    noisy = dp.privatise_lowrank(G, f, clip=0.5, std=1.0, generator=_gen(4))
+    noisy = dp.privatise_lowrank(G, f, clip=0.5, std=1.0, noise=dp.SeededNoise(4))
     assert not torch.allclose(noisy, clipped)
-    assert torch.equal(noisy, dp.privatise_lowrank(G, f, clip=0.5, std=1.0, generator=_gen(4)))
+    assert torch.equal(noisy, dp.privatise_lowrank(G, f, clip=0.5, std=1.0, noise=dp.SeededNoise(4)))
 
 
 @pytest.mark.parametrize("epsilon, delta, rounds", [(0, 1e-5, 5), (1, 0, 5), (1, 1, 5), (1, 1.5, 5), (1, 1e-5, 0)])
 def test_calibration_refuses_meaningless_privacy_targets(epsilon, delta, rounds):
     with pytest.raises(ValueError, match="need epsilon > 0, 0 < delta < 1, rounds >= 1"):
         dp.calibrate_noise_multiplier(epsilon, delta, rounds)
+
+
+def test_secure_noise_is_standard_normal_and_never_repeats():
+    from scipy import stats
+
+    a, b = dp.SecureNoise().normal((50001,)), dp.SecureNoise().normal((50001,))  # odd: Box-Muller's last pair cut
+    assert a.dtype == torch.float64 and a.shape == (50001,)
+    assert stats.kstest(a.numpy(), "norm").pvalue > 1e-3
+    assert not torch.equal(a, b)
+    assert dp.SecureNoise().normal((0,)).shape == (0,)
