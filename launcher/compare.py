@@ -79,6 +79,10 @@ def _aggregate(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "acc_std": statistics.pstdev(per_client),
             "acc_std_over_seeds": statistics.pstdev(per_seed) if len(per_seed) > 1 else 0.0,
             "epsilon_heuristic": methods.get(method).heuristic_epsilon,
+            # labels that change what a row means: carried from every run, never dropped
+            "insecure_dealer": any(r["summary"].get("insecure_dealer", False) for r in runs),
+            "reproducible_noise": any(r["summary"].get("reproducible_noise", False) for r in runs),
+            "evaluation_gathered": all(r["summary"].get("evaluation_gathered", False) for r in runs),
         }
         row["acc_per_domain"] = _per_domain(runs, "final_acc_per_domain")
         for key in EXTRA_SPLITS:  # the fonts benchmark's second metric and the validation twins
@@ -201,8 +205,11 @@ def main(argv: list[str]) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     results = []
+    # A comparison needs every client's accuracy at rank 0, so the evaluation switch is on, said
+    # here and recorded in results.json (evaluation_gathered), never set silently.
+    print("compare: evaluation.gather=true in every run (client ranks send rank 0 their accuracies, true "
+          "domains and, for SecFPP, their own cluster labels: evaluation-only traffic)", flush=True)
     for i, job in enumerate(jobs, 1):
-        # a comparison needs every client's accuracy at rank 0: the evaluation switch is on
         overrides = [*a.overrides, "evaluation.gather=true", f"method={job['method']}", f"seed={job['seed']}"]
         if job["epsilon"] is not None:
             overrides.append(f"dp.epsilon={job['epsilon']}")
@@ -230,7 +237,7 @@ def main(argv: list[str]) -> int:
         results.append({**job, "run_dir": str(run_dir), "summary": summary, "metrics": metrics})
     rows = _aggregate(results)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps({"rows": rows, "runs": [
+    (out / "results.json").write_text(json.dumps({"evaluation_gathered": True, "rows": rows, "runs": [
         {k: v for k, v in r.items() if k != "metrics"} for r in results]}, indent=2) + "\n")
     table = _table(rows)
     (out / "table.md").write_text(table)

@@ -320,9 +320,7 @@ def run(cfg: Config, world: World, run_dir: Path | None = None, resume: bool = F
     # Evaluation-only traffic (true domains, accuracies, timings, own cluster labels) crosses
     # ranks only with evaluation.gather; otherwise each rank logs its own clients.
     gather = cfg.evaluation.gather
-    domains = {c.cid: c.domain for c in clients}
-    if gather:
-        domains = {cid: d for part in clients_world.allgather(domains) for cid, d in part.items()}
+    domains = evaluation_domains(clients_world, clients, gather)
     log_rank = 0 if gather else clients_world.rank  # whose metrics file this rank keeps, if any
     keeps_log = clients_world.is_root or not gather
 
@@ -402,6 +400,17 @@ def run(cfg: Config, world: World, run_dir: Path | None = None, resume: bool = F
     report.plot_run(rd, rows)
     print(report.final_line(summary, rd.path), flush=True)
     return summary
+
+
+def evaluation_domains(clients_world: World, clients: list[Any], gather: bool) -> dict[int, int]:
+    """The true domains the metrics need (ARI, per-domain accuracy): with ``evaluation.gather``
+    rank 0 receives every client's, and every other rank keeps only its own clients'. A true
+    domain is evaluation-only information: no client rank learns another's."""
+    own = {c.cid: c.domain for c in clients}
+    if not gather:
+        return own
+    parts = clients_world.gather(own)
+    return own if parts is None else {cid: d for part in parts for cid, d in part.items()}
 
 
 def _device_line(devices: list[str]) -> str:
