@@ -16,7 +16,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 CMD = [sys.executable, "-m", "launcher", "compare", "--config", str(ROOT / "launcher/configs/default.yaml"),
        "--methods", "local,dpfedavg", "--seeds", "0,1", "--epsilons", "8", "rounds=2", "train.epochs=1",
-       "data.clients_per_domain=2"]
+       "data.clients_per_domain=2",
+       "dp.reproducible_noise=true"]  # a resumed run repeats an uninterrupted one only with seeded noise
 
 
 def _compare(out: Path) -> subprocess.CompletedProcess:
@@ -54,3 +55,6 @@ def test_table_from_runs_and_rerun_after_a_cut(tmp_path):
     assert again.stdout.count("already complete, reused") == 3
     assert "--resume" in again.stdout
     assert (out / "table.md").read_text() == table  # the resumed run ends where it ended before
+    res = json.loads((out / "results.json").read_text())
+    assert res["evaluation_gathered"] is True and "evaluation.gather=true" in again.stdout
+    assert all(r["reproducible_noise"] == (r["method"] == "dpfedavg") and not r["insecure_dealer"] for r in res["rows"])
