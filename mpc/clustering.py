@@ -13,7 +13,7 @@ encryption:
   (``A^T [X | 1]`` = sums and counts) + ``ceil(log2 N)`` AND rounds (empty-cluster flag
   ``z_j = prod_i (1 - A_ij)``) + 1 mul (empty clusters keep their (S, n));
 * the adaptive criterion runs once after the loop (see :func:`secure_silhouette_choice`);
-* with restarts (several groups of the same k, :func:`mpc.reference.candidate_groups`) every
+* with restarts (several groups of the same k, :func:`mpc.layout.candidate_groups`) every
   group runs in the same batched operations (more bytes, no more rounds); the winner among the
   groups of the revealed k is picked by an encrypted one-hot multiplexer (:func:`select_group`,
   1 mul round), so which restart won is never revealed.
