@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 from typing import Any
 
 import numpy as np
@@ -54,10 +55,17 @@ def _from_json(obj: Any) -> Any:
         dtype, shape, data = obj["~t"]
         if dtype not in _DTYPES:
             raise ValueError(f"unknown tensor dtype {dtype!r} in a message")
+        if not isinstance(shape, list) or not all(isinstance(n, int) and 0 <= n < 2**40 for n in shape):
+            raise ValueError(f"malformed tensor shape {shape!r} in a message")
         raw = bytearray(base64.b64decode(data))
+        width = torch.empty(0, dtype=_DTYPES[dtype]).element_size()
+        if len(raw) != width * math.prod(shape):  # never build a tensor the data does not fill
+            raise ValueError(f"a {dtype} tensor of {len(raw)} bytes does not match its shape {shape}")
+        if not raw:
+            return torch.empty(shape, dtype=_DTYPES[dtype])
         if dtype == "torch.bfloat16":
             return torch.frombuffer(raw, dtype=torch.uint8).view(torch.bfloat16).reshape(shape).clone()
-        return torch.frombuffer(raw, dtype=_DTYPES[dtype]).reshape(shape).clone() if raw else torch.empty(shape, dtype=_DTYPES[dtype])
+        return torch.frombuffer(raw, dtype=_DTYPES[dtype]).reshape(shape).clone()
     if "~tuple" in obj:
         return tuple(_from_json(v) for v in obj["~tuple"])
     if "~dict" in obj:
