@@ -212,6 +212,10 @@ def _check_relations(cfg: Config) -> None:
         need(len(d.domains) == d.n_domains,
              f"data.domains lists {len(d.domains)} styles but data.n_domains={d.n_domains}; make them agree")
     need(1 <= p.k_min <= p.k_max, f"mpc: need 1 <= k_min <= k_max, got {p.k_min}..{p.k_max}")
+    need(p.dealer == "ttp" or p.allow_insecure or not METHODS[cfg.method].uses_mpc,
+         "mpc.dealer=tfp lets party 0 (compute party 0 in the servers topology) make the Beaver triples and "
+         "learn every client's secrets; set mpc.allow_insecure=true to run it anyway (results are labelled "
+         "insecure_dealer)")
     if p.topology == "servers":
         need(cfg.method == "secfpp", f"mpc.topology=servers is SecFPP's; method={cfg.method} has no compute parties")
         need(p.client_ranks <= cfg.n_clients,

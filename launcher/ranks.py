@@ -20,7 +20,8 @@ def world_size(cfg: Config) -> int:
         return server_layout(cfg).world_size
     from mpc.runtime import PartySpec
 
-    return PartySpec(cfg.n_clients, dealer=cfg.mpc.dealer).world_size  # type: ignore[arg-type]
+    return PartySpec(cfg.n_clients, dealer=cfg.mpc.dealer,  # type: ignore[arg-type]
+                     allow_insecure=cfg.mpc.allow_insecure).world_size
 
 
 def server_layout(cfg: Config) -> Any:
@@ -30,9 +31,18 @@ def server_layout(cfg: Config) -> Any:
     return ServerLayout(cfg.mpc.servers, cfg.mpc.client_ranks, cfg.n_clients, cfg.mpc.dealer)
 
 
+#: One host: Open MPI's TCP transport on loopback only (on one host it uses shared memory anyway;
+#: this keeps the client ranks' share messages off every network interface should it pick TCP).
+#: PRRTE's out-of-band launch channel cannot be restricted the same way in Open MPI 5.0.11 (with
+#: ``oob_tcp_if_include lo`` it finds "no network interfaces"); it carries launch control, not shares.
+MPIRUN_ONE_HOST = ("mpirun", "--oversubscribe", "--mca", "btl_tcp_if_include", "lo")
+
+
 def main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="python -m launcher ranks")
+    p = argparse.ArgumentParser(prog="python -m launcher ranks",
+                                description="How many MPI processes a config needs (or the whole one-host mpirun line).")
     p.add_argument("--config")
+    p.add_argument("--command", action="store_true", help="print the one-host mpirun command line instead")
     p.add_argument("overrides", nargs="*")
     args = p.parse_args(argv)
     try:
@@ -40,5 +50,12 @@ def main(argv: list[str]) -> int:
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(world_size(cfg))
+    if args.command:
+        import shlex
+
+        line = [*MPIRUN_ONE_HOST, "-np", str(world_size(cfg)), "python", "-m", "launcher", "run",
+                *(["--config", args.config] if args.config else []), *args.overrides]
+        print(shlex.join(line))
+    else:
+        print(world_size(cfg))
     return 0

@@ -90,7 +90,8 @@ def client_ranks_for(cfg: Config, world: World, uses_mpc: bool) -> int:
             raise ConfigError(f"mpc.topology=servers: {got}; it needs {layout.world_size}:\n  {hint}")
         return layout.n_client_ranks
     if uses_mpc:
-        spec = PartySpec(cfg.n_clients, dealer=cfg.mpc.dealer)  # type: ignore[arg-type]
+        spec = PartySpec(cfg.n_clients, dealer=cfg.mpc.dealer,  # type: ignore[arg-type]
+                         allow_insecure=cfg.mpc.allow_insecure)
         if not launched_by_mpi():
             raise ConfigError(
                 f"method={cfg.method} runs one party per client under mpirun:\n  "

@@ -2,7 +2,11 @@
 
 Every write is atomic (temporary file + ``os.replace``) so a crash mid-write leaves the
 previous state intact and ``--resume`` never reads a torn file. Only rank 0 writes the
-shared files; every rank writes its own checkpoint shard.
+shared files; every rank writes its own checkpoint shard, into a directory of its own
+(``checkpoints/rank-R/``, created by that rank with mode 0700): a compute party's shards are
+shares of the encrypted centres, and anyone who could read every party's could add them up.
+In a one-user simulation the mode protects nothing between parties (they are one OS user);
+with parties under separate accounts, or on separate hosts, it does.
 
 A shard is ``MAGIC`` + the SHA-256 of the payload + a ``torch.save`` payload holding a
 header (format version, config hash, number of client ranks, round, rank) and the state.
@@ -17,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -61,8 +66,17 @@ class RunDir:
     def checkpoint_dir(self) -> Path:
         return self.path / "checkpoints"
 
+    def round_dir(self, round_idx: int) -> Path:
+        """Where rank 0 marks a round complete (``COMPLETE``)."""
+        return self.checkpoint_dir / f"round-{round_idx:04d}"
+
+    def party_dir(self, rank: int) -> Path:
+        return self.checkpoint_dir / f"rank-{rank}"
+
     def shard_path(self, round_idx: int, rank: int) -> Path:
-        return self.checkpoint_dir / f"round-{round_idx:04d}" / f"rank-{rank}.pt"
+        path = self.party_dir(rank) / f"round-{round_idx:04d}.pt"
+        legacy = self.round_dir(round_idx) / f"rank-{rank}.pt"  # run directories written before per-party ones
+        return legacy if not path.exists() and legacy.exists() else path
 
     def write_config(self, config: dict[str, Any]) -> None:
         atomic_write_bytes(self.config_path, yaml.safe_dump(config, sort_keys=False).encode())
@@ -104,12 +118,15 @@ class RunDir:
         buf = io.BytesIO()
         torch.save({"header": header, "state": state}, buf)
         payload = buf.getvalue()
+        mine = self.party_dir(rank)
+        if not mine.is_dir():
+            mine.mkdir(parents=True, exist_ok=True)
+            os.chmod(mine, 0o700)  # the umask may have taken bits from mkdir's mode
         atomic_write_bytes(self.shard_path(round_idx, rank), MAGIC + hashlib.sha256(payload).digest() + payload)
 
     def mark_complete(self, round_idx: int, n_ranks: int) -> None:
         """Written by rank 0 after every rank saved its shard: the round is resumable."""
-        marker = self.checkpoint_dir / f"round-{round_idx:04d}" / "COMPLETE"
-        atomic_write_bytes(marker, f"{n_ranks}\n".encode())
+        atomic_write_bytes(self.round_dir(round_idx) / "COMPLETE", f"{n_ranks}\n".encode())
 
     def last_complete_round(self) -> int | None:
         if not self.checkpoint_dir.exists():
@@ -123,12 +140,13 @@ class RunDir:
     def load_shard(self, round_idx: int, rank: int, config_sha256: str, n_ranks: int) -> dict[str, Any]:
         """This rank's state after round ``round_idx``, or :class:`CheckpointError`."""
         path = self.shard_path(round_idx, rank)
-        fix = (f"delete {path.parent} to resume from the round before it, or start a new run "
+        marker = self.round_dir(round_idx) / "COMPLETE"
+        fix = (f"delete {marker} to resume from the round before it, or start a new run "
                "(without --resume)")
-        marked = (path.parent / "COMPLETE").read_text().strip() if (path.parent / "COMPLETE").is_file() else None
+        marked = marker.read_text().strip() if marker.is_file() else None
         if marked is not None and marked != str(n_ranks):
             raise CheckpointError(
-                f"{path.parent} was written by a job with {marked} client ranks, this one has {n_ranks}; "
+                f"{marker.parent} was written by a job with {marked} client ranks, this one has {n_ranks}; "
                 f"resume with the same number of processes as the run that wrote it"
             )
         try:

@@ -33,6 +33,7 @@ def join_party_world(cfg: Config, world: World) -> Any:
         dealer=cfg.mpc.dealer,  # type: ignore[arg-type]
         address=cfg.mpc.address,
         timeout_s=cfg.mpc.timeout_s,
+        allow_insecure=cfg.mpc.allow_insecure,
     )
     return init_from_mpi(spec)
 
@@ -274,7 +275,7 @@ def serve(cfg: Config, world: World, mpc_world: World, rd: Any, resume_round: in
 
     layout = server_layout(cfg)
     spec = PartySpec(cfg.mpc.servers, dealer=cfg.mpc.dealer, address=cfg.mpc.address,  # type: ignore[arg-type]
-                     timeout_s=cfg.mpc.timeout_s)
+                     timeout_s=cfg.mpc.timeout_s, allow_insecure=cfg.mpc.allow_insecure)
     party = init_from_mpi(spec, comm=mpc_world._comm)
     if party.is_dealer:
         return

@@ -11,6 +11,7 @@ instead of a bare ``import crypten``:
   Mersenne Twister, whose 32-bit-searchable seeds let one client unmask the dealer's
   triples. Keys travel between parties as 4 int64 words over CrypTen's own channels.
   ``crypten.manual_seed`` is disabled: reproducible shares are exactly what must not exist.
+* **Dealer.** The default provider is the TTP dealer, not CrypTen's insecure TFP.
 
 No CrypTen class is allow-listed for torch's ``weights_only`` loader: the project never
 pickles CrypTen objects (encrypted state is checkpointed as plain share tensors, see
@@ -150,6 +151,16 @@ def _install_cryptographic_prg() -> None:
     ttp_provider.TTPServer._setup_generators = _ttp_server_setup_generators
 
 
+def _default_to_ttp() -> None:
+    """CrypTen ships with the TFP provider, in which party 0 makes every Beaver triple and can
+    learn everyone's secrets. Here a bare ``crypten.init()`` gets the TTP dealer instead (and
+    needs its process); TFP only where asked for, with the insecure opt-in
+    (:func:`mpc.runtime.configure_crypten`)."""
+    import crypten
+
+    crypten.cfg.mpc.provider = "TTP"
+
+
 def apply() -> None:
     """Apply every fix once per process; safe to call repeatedly."""
     global _APPLIED
@@ -157,6 +168,7 @@ def apply() -> None:
         return
     _alias_moved_modules()
     _install_cryptographic_prg()
+    _default_to_ttp()
     _APPLIED = True
 
 

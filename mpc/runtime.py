@@ -84,12 +84,16 @@ class PartySpec:
     address: str = AUTO
     port: int | None = None
     timeout_s: float = 120.0
+    allow_insecure: bool = False  # the explicit opt-in that ``dealer="tfp"`` needs
 
     def __post_init__(self) -> None:
         if self.n_clients < 2:
             raise ValueError(f"SecPC needs at least 2 clients, got n_clients={self.n_clients}")
         if self.dealer not in DEALERS:
             raise ValueError(f"dealer must be one of {DEALERS}, got {self.dealer!r}")
+        if self.dealer == "tfp" and not self.allow_insecure:
+            raise ValueError("dealer=tfp lets party 0 make the Beaver triples and learn every party's secrets; "
+                             "it needs the explicit opt-in allow_insecure=True (benchmarking only)")
         if self.timeout_s <= 0:
             raise ValueError(f"timeout_s must be positive, got {self.timeout_s}")
 

@@ -41,6 +41,7 @@ def parse(argv):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--spread", type=float, default=0.6, help="blob noise std before normalising")
     ap.add_argument("--dealer", choices=("ttp", "tfp"), default="ttp")
+    ap.add_argument("--allow-insecure", action="store_true", help="needed for --dealer tfp (party 0 makes the triples)")
     ap.add_argument("--k-min", type=int, default=2)
     ap.add_argument("--k-max", type=int, default=6)
     ap.add_argument("--restarts", type=int, default=4, help="Forgy draws per candidate k (adaptive round)")
@@ -74,7 +75,7 @@ def main(argv: list[str]) -> int:
     world = MPI.COMM_WORLD
     size = world.Get_size()
     n_clients = size - 1 if args.dealer == "ttp" else size
-    spec = PartySpec(n_clients=n_clients, dealer=args.dealer)
+    spec = PartySpec(n_clients=n_clients, dealer=args.dealer, allow_insecure=args.allow_insecure)
     # clients-only communicator for gathering stats (the dealer never joins it); collective, so
     # it must be created before the dealer disappears into its serving loop
     clients = world.Split(1 if world.Get_rank() == spec.dealer_rank else 0, world.Get_rank())

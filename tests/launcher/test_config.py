@@ -29,6 +29,7 @@ def test_default_config_loads_and_overrides_apply():
         ("data.alpha=-1", r"data.alpha: Dirichlet concentration must be > 0"),
         ("mpc.k_max=99", r"mpc.k_max=99 exceeds the number of clients"),
         ("mpc.dealer=server", r"mpc.dealer: ttp or tfp"),
+        ("mpc.dealer=tfp", r"mpc.dealer=tfp lets party 0 .*mpc.allow_insecure=true"),
         ("method=fedprox", r"method: must be one of"),
         ("data.name=domainnet", r"data.root: required"),
         ("rounds", r"not of the form key=value"),
@@ -89,7 +90,8 @@ def test_servers_topology_is_secfpps_and_its_world_is_client_ranks_plus_compute_
     from launcher.ranks import world_size
 
     assert world_size(load_config(DEFAULT, ["mpc.topology=servers", "mpc.client_ranks=4"])) == 4 + 3 + 1
-    assert world_size(load_config(DEFAULT, ["mpc.topology=servers", "mpc.servers=2", "mpc.dealer=tfp"])) == 1 + 2
+    assert world_size(load_config(DEFAULT, ["mpc.topology=servers", "mpc.servers=2", "mpc.dealer=tfp",
+                                                  "mpc.allow_insecure=true"])) == 1 + 2
     scale = load_config(DEFAULT.parent / "scale.yaml")
     assert scale.n_clients == 100 and world_size(scale) == 6
     run = subprocess.run([sys.executable, "-m", "launcher", "run", "--config", str(DEFAULT), "mpc.topology=servers"],
@@ -135,3 +137,12 @@ def test_setup_verdict_names_every_failed_rank_and_differing_class_lists():
         verdict([ok, {**ok, "error": "no data"}, {**dealer, "error": "boom"}])
     with pytest.raises(ConfigError, match=r"class lists differ \(rank 0: \['cat', 'dog'\]; rank 2: \['cat', 'emu'\]\)"):
         verdict([ok, ok, {**ok, "classnames": ["cat", "emu"]}, dealer])
+
+
+def test_ranks_prints_the_one_host_mpirun_line_with_tcp_on_loopback(capsys):
+    from launcher.ranks import main
+
+    assert main(["--config", str(DEFAULT), "--command", "rounds=2"]) == 0
+    line = capsys.readouterr().out.strip()
+    assert line.startswith("mpirun --oversubscribe --mca btl_tcp_if_include lo -np 10 python -m launcher run")
+    assert line.endswith("rounds=2")

@@ -21,6 +21,8 @@ def _saved(tmp_path) -> RunDir:
 def test_a_shard_round_trips_through_the_safe_loader(tmp_path):
     rd = _saved(tmp_path)
     assert rd.last_complete_round() == 1
+    assert rd.shard_path(1, 0).parent == rd.party_dir(0)  # each party's shards in its own 0700 directory
+    assert rd.party_dir(0).stat().st_mode & 0o777 == 0o700
     state = rd.load_shard(1, 0, CFG, n_ranks=2)
     assert torch.equal(state["clients"][3]["domain_ctx"], torch.arange(6.0).view(2, 3))
     assert state["strategy"] == {"k": 2, "warm": {(2, 4): 7}}
@@ -41,7 +43,7 @@ def test_a_damaged_shard_is_refused_and_the_way_out_named(tmp_path, damage, mess
     path.write_bytes(damage(path.read_bytes()))
     with pytest.raises(CheckpointError, match=message) as err:
         rd.load_shard(1, 0, CFG, n_ranks=2)
-    assert f"delete {path.parent}" in str(err.value)
+    assert f"delete {rd.round_dir(1) / 'COMPLETE'}" in str(err.value)
 
 
 def test_a_missing_shard_is_refused(tmp_path):
@@ -57,7 +59,7 @@ def test_a_shard_of_another_config_or_world_size_is_refused(tmp_path):
         rd.load_shard(1, 0, config_hash({"seed": 1, "rounds": 3}), n_ranks=2)
     with pytest.raises(CheckpointError, match="written by a job with 2 client ranks, this one has 3"):
         rd.load_shard(1, 0, CFG, n_ranks=3)
-    (rd.shard_path(1, 0).parent / "COMPLETE").unlink()  # the shard's own header says so too
+    (rd.round_dir(1) / "COMPLETE").unlink()  # the shard's own header says so too
     with pytest.raises(CheckpointError, match="rank 0 of 2 client ranks, round 1; this is rank 0 of 3"):
         rd.load_shard(1, 0, CFG, n_ranks=3)
 

@@ -85,7 +85,8 @@ def test_secfpp_matches_plaintext_twin_survives_a_kill_in_secpc_and_resumes(tmp_
     assert abs(c[-1]["mean_acc"] - a[-1]["mean_acc"]) <= 0.005
 
     # a corrupted shard: every rank refuses the resume before any MPC starts
-    shard = sec / "checkpoints" / "round-0002" / "rank-2.pt"
+    shard = sec / "checkpoints" / "rank-2" / "round-0002.pt"
+    assert shard.parent.stat().st_mode & 0o777 == 0o700  # each party's shards in its own directory
     data = bytearray(shard.read_bytes())
     data[-100] ^= 0xFF
     shard.write_bytes(bytes(data))

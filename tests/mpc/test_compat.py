@@ -22,7 +22,8 @@ def test_encrypted_state_checkpoints_as_plain_tensors(tmp_path):
     from mpc.clustering import SecureState
 
     crypten = import_crypten()
-    crypten.init()
+    with crypten.cfg.temp_override({"mpc.provider": "TFP"}):  # one process, no other party: no dealer needed
+        crypten.init()
     try:
         x = crypten.cryptensor(torch.tensor([[1.5, -2.0], [0.25, 3.0]]))
         torch.save(SecureState(x, (2,), 16).state_dict(), tmp_path / "s.pt")
@@ -33,6 +34,12 @@ def test_encrypted_state_checkpoints_as_plain_tensors(tmp_path):
             torch.load(tmp_path / "x.pt", weights_only=True)
     finally:
         crypten.uninit()
+
+
+def test_a_bare_crypten_init_gets_the_ttp_dealer_not_tfp():
+    code = "from mpc.compat import import_crypten; print(import_crypten().cfg.mpc.provider)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "TTP", out.stderr[-2000:]
 
 
 def test_safe_loader_still_refuses_arbitrary_globals(tmp_path):

@@ -33,7 +33,7 @@ def _dies_midway(party):
 @pytest.mark.timeout(180)
 @pytest.mark.parametrize("dealer", ["ttp", "tfp"])
 def test_parties_compute_together(dealer):
-    out = run_parties(_sum_of_secrets, PartySpec(3, dealer=dealer))
+    out = run_parties(_sum_of_secrets, PartySpec(3, dealer=dealer, allow_insecure=dealer == "tfp"))
     assert [o[0] for o in out] == [0, 1, 2]
     # only the owner's value counts for each src, so the secrets are 1, 2, 3
     assert all(abs(o[1] - 6.0) < 1e-3 for o in out)
@@ -56,7 +56,7 @@ def test_world_size_message_names_the_right_mpirun():
     spec = PartySpec(6, dealer="ttp")
     with pytest.raises(PartyFailure, match=r"mpirun -np 7"):
         spec.check_world_size(6)
-    PartySpec(6, dealer="tfp").check_world_size(6)
+    PartySpec(6, dealer="tfp", allow_insecure=True).check_world_size(6)
 
 
 def test_bad_specs_rejected():
@@ -64,6 +64,8 @@ def test_bad_specs_rejected():
         PartySpec(1)
     with pytest.raises(ValueError, match="dealer"):
         PartySpec(3, dealer="server")
+    with pytest.raises(ValueError, match="allow_insecure"):  # the insecure dealer is opt-in
+        PartySpec(3, dealer="tfp")
 
 
 # ------------------------------------------------- rendezvous address (in-process, fake routes)

@@ -154,7 +154,7 @@ def test_two_and_four_parties(n_clients, dealer):
     cases = [(X, owners, [3], 4, 0), (X, owners, [2, 3, 4], 3, 1)]
     P = torch.randn(26, 6, generator=torch.Generator().manual_seed(1))
     cfg = [SecPCConfig(2, 4, iters=3, seed=1, restarts=1)]
-    out = run_parties(_both, PartySpec(n_clients, dealer=dealer), cases, X, P, owners, cfg)
+    out = run_parties(_both, PartySpec(n_clients, dealer=dealer, allow_insecure=dealer == "tfp"), cases, X, P, owners, cfg)
     for A, (Xc, ow, ks, iters, seed) in zip(out[0][0], cases):
         check_case(A, Xc, ow, ks, iters, seed)
     rr = ref.secpc_reference(X, P, cfg[0])
