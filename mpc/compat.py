@@ -106,6 +106,9 @@ def _ttp_client_setup_generators(self) -> None:  # noqa: ANN001 - CrypTen's meth
     dist.barrier(group=self.ttp_group)
     self.generator = prg.ChaChaGenerator(prg.words_to_key(words))
     self.generator_cuda = self.generator
+    from mpc import preprocessing
+
+    preprocessing.reset()  # a new dealer key: no plan or mismatch of an earlier world applies
 
 
 def _ttp_server_setup_generators(self) -> None:  # noqa: ANN001 - CrypTen's method
@@ -169,6 +172,9 @@ def apply() -> None:
     _alias_moved_modules()
     _install_cryptographic_prg()
     _default_to_ttp()
+    from mpc import preprocessing  # the dealer's offline phase (inactive outside planned blocks)
+
+    preprocessing.install()
     _APPLIED = True
 
 

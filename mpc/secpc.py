@@ -33,6 +33,7 @@ from mpc.clustering import (
 )
 from mpc.compat import import_crypten
 from mpc.layout import SecPCConfig, rows_of
+from mpc.preprocessing import planned
 from mpc.stats import CommLog
 from mpc.validity import valid_rows
 
@@ -142,8 +143,7 @@ def secpc_round(
     with log.phase("share"):
         F = so.share_rows(p_local.float(), owners, rank, None)
         Xq = so.share_rows(lay.quantize(x_local, bits), owners, rank, 0)
-    with log.phase("check"):
-        valid = valid_rows(Xq, F, bits, max_prompt_abs(N))
+    valid = planned("check", lambda lg: _checked(lg, Xq, F, bits, max_prompt_abs(N)), log)
     if not bool(valid.all()):
         bad = sorted({int(owners[i]) for i in torch.nonzero(~valid).flatten().tolist()})
         raise InputError(f"SecPC inputs of part{'ies' if len(bad) > 1 else 'y'} {bad} failed the range check "
@@ -190,11 +190,25 @@ def cluster_and_aggregate(Xq, F, bits: int, config: SecPCConfig, warm: SecureSta
     Xi = with_counts(Xq)
     N = Xi.shape[0]
     ks = lay.candidate_groups(config.k_min, config.k_max, config.restarts)
-    out = kmeans_on_shares(Xi, ks, config.iters, config.seed, bits, warm=warm, log=log)
-    if len(ks) == 1:
-        k, A, cbits = ks[0], out.A, None
-    else:
-        k, onehot, cb_all = secure_silhouette_choice(out, ks, N, log)
-        A, cbits = select_group(out.A, cb_all, onehot, ks, k, log)
-    agg = secure_aggregate(A, F, N, config.min_cluster_size, log, count_bits=cbits)
-    return CoreOutput(k, A, agg, out.state)
+
+    def cluster(lg):  # data-oblivious up to the revealed k: one planned block (mpc.preprocessing)
+        out = kmeans_on_shares(Xi, ks, config.iters, config.seed, bits, warm=warm, log=lg)
+        return out, (secure_silhouette_choice(out, ks, N, lg) if len(ks) > 1 else None)
+
+    out, choice = planned("cluster", cluster, log)
+
+    def aggregate(lg):  # its shapes follow the revealed k: the second block
+        if choice is None:
+            A, cbits = out.A, None
+        else:
+            A, cbits = select_group(out.A, choice[2], choice[1], ks, choice[0], lg)
+        return A, secure_aggregate(A, F, N, config.min_cluster_size, lg, count_bits=cbits)
+
+    A, agg = planned("aggregate", aggregate, log)
+    return CoreOutput(ks[0] if choice is None else choice[0], A, agg, out.state)
+
+
+def _checked(log: CommLog, Xq, F, bits: int, prompt_abs: float) -> torch.Tensor:
+    """The input contract on the shares (:func:`mpc.validity.valid_rows`) as a planned block."""
+    with log.phase("check"):
+        return valid_rows(Xq, F, bits, prompt_abs)

@@ -420,8 +420,8 @@ def serve_round(
     client rank that any of them heard from, with the same header. ``before_output`` is called
     with the round's result before any client gets its output: the launcher checkpoints there,
     so a round a client has seen is always resumable."""
-    from mpc.secpc import cluster_and_aggregate, max_prompt_abs
-    from mpc.validity import valid_rows
+    from mpc.preprocessing import planned
+    from mpc.secpc import _checked, cluster_and_aggregate, max_prompt_abs
 
     ct = import_crypten()
     MPCTensor = ct.mpc.MPCTensor
@@ -451,8 +451,7 @@ def serve_round(
         words = torch.from_numpy(np.stack([rows[i] for i in received]))
         Xq = MPCTensor.from_shares(words[:, :m].contiguous(), precision=0)
         F = MPCTensor.from_shares(words[:, m:].contiguous(), precision=FIXED_BITS)
-        with clog.phase("check"):
-            ok = valid_rows(Xq, F, layout.bits, max_prompt_abs(n_total))
+        ok = planned("check", lambda lg: _checked(lg, Xq, F, layout.bits, max_prompt_abs(n_total)), clog)
         if not bool(ok.all()):
             keep = torch.nonzero(ok).flatten()
             invalid = [received[j] for j in torch.nonzero(~ok).flatten().tolist()]

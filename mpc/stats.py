@@ -4,6 +4,12 @@ On loopback, MPC wall time follows the number of communication rounds, not FLOPs
 so every phase records rounds and bytes next to its seconds. CrypTen counts them
 only with ``cfg.communicator.verbose`` on (set by :func:`mpc.runtime.configure_crypten`).
 Counts are this party's own: bytes it sent, rounds it took part in.
+
+With the dealer's offline phase (:mod:`mpc.preprocessing`) a phase also carries the part of
+its cost spent making its correlated randomness ahead of use: ``offline_seconds`` (party 0's
+dry run and batch request to the dealer, the plan broadcast), ``offline_rounds`` and
+``offline_bytes``. ``seconds``, ``rounds`` and ``bytes`` stay the phase's totals (offline
+included, as every caller has always read them); ``online_seconds`` is the rest.
 """
 
 from __future__ import annotations
@@ -26,11 +32,21 @@ class PhaseStats:
     seconds: float = 0.0
     rounds: int = 0
     bytes: int = 0
+    offline_seconds: float = 0.0
+    offline_rounds: int = 0
+    offline_bytes: int = 0
+
+    @property
+    def online_seconds(self) -> float:
+        return self.seconds - self.offline_seconds
 
     def add(self, other: "PhaseStats") -> None:
         self.seconds += other.seconds
         self.rounds += other.rounds
         self.bytes += other.bytes
+        self.offline_seconds += other.offline_seconds
+        self.offline_rounds += other.offline_rounds
+        self.offline_bytes += other.offline_bytes
 
 
 def _counters() -> tuple[int, int]:
@@ -72,4 +88,5 @@ class CommLog:
         rows["total"] = asdict(self.total())
         for row in rows.values():
             row.pop("name")
+            row["online_seconds"] = row["seconds"] - row["offline_seconds"]
         return rows

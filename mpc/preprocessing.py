@@ -1,0 +1,552 @@
+"""An offline phase for the TTP dealer: party 0 makes no online request to it.
+
+CrypTen's TTP provider has party 0 ask the dealer for its share of every triple, square,
+binary triple, wraps and B2A bit in one synchronous round trip (``TTPClient.ttp_request``),
+while the other parties draw theirs from their dealer-keyed ChaCha20 streams and wait for
+party 0 at the next opening: party 0's round counter is about 4x the others'.
+
+SecPC is data-oblivious: inside a *block* of the protocol (everything between two openings
+that steer the control flow, such as the revealed k) the sequence of dealer requests (kind,
+shapes, operation) depends only on public sizes. So a block runs in two steps:
+
+1. **Offline.** Party 0 runs the block once as a *dry run*: same code, but on a null
+   communicator (every collective returns its input, nothing is sent), with throwaway
+   ChaCha20 keys in place of the real PRZS / local / global streams, and with a recording
+   provider that answers every request with zero shares of the right shape and writes the
+   request down. Nothing of the dry run is kept but that list of requests: the *plan*.
+   Party 0 sends the plan to the other parties (one broadcast: public shapes only) and to the
+   dealer, one request per protocol phase (:meth:`_dealer_batch`). The dealer runs CrypTen's
+   own generation code for every planned request in order (so it consumes every party's
+   ChaCha20 stream exactly as the online requests would) and returns party 0's shares as one
+   tensor.
+2. **Online.** Every party runs the block for real. The provider checks each request against
+   the plan (kind, sizes, operation, position); party 0 draws its ``a``, ``b`` from its
+   dealer-keyed stream as before and pops its dealer-made share from the local store instead
+   of asking the dealer. A request that differs from the plan, or a plan left half used,
+   raises :class:`PlanMismatch` at every party at the same point, before the request's
+   randomness is drawn: the parties stop, they never compute on mismatched material.
+
+Key model and what anyone learns: unchanged. The dealer still only ever sees request shapes
+(CrypTen's requests carried the same shapes, one at a time) and never a share of the data;
+the other parties learn the plan, which is a function of the public sizes they already know;
+party 0 receives exactly the shares it received before, only earlier.
+
+Costs are reported per phase in :class:`mpc.stats.PhaseStats`: ``offline_seconds`` (dry run,
+plan broadcast, dealer batch), ``offline_rounds``/``offline_bytes``; ``seconds``, ``rounds``
+and ``bytes`` stay the totals. Blocks are marked by :func:`planned` (SecPC: the input check,
+the clustering up to the revealed k, the aggregation after it). With another provider (TFP),
+one party, or :func:`set_enabled` off, :func:`planned` just runs the block (CrypTen's path).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, TypeVar
+
+import torch
+
+from mpc.compat import import_crypten
+
+T = TypeVar("T")
+
+KINDS = ("additive", "square", "binary", "wraps", "B2A")
+#: Beaver operations the dealer accepts in a batch (CrypTen's ``__beaver_protocol`` set)
+BEAVER_OPS = ("mul", "matmul", "conv1d", "conv2d", "conv_transpose1d", "conv_transpose2d")
+#: Most int64 words of party-0 material one dealer batch may carry (2 GiB); a phase that needs
+#: more is split into several batches.
+MAX_BATCH_WORDS = 2**28
+
+_ENABLED = True
+
+
+class PlanMismatch(RuntimeError):
+    """The requests of a block disagree with its plan: the run must stop."""
+
+
+def set_enabled(flag: bool) -> None:
+    """Turn the offline phase on or off (every party must make the same choice)."""
+    global _ENABLED
+    _ENABLED = bool(flag)
+
+
+def is_enabled() -> bool:
+    return _ENABLED
+
+
+@contextmanager
+def enabled(flag: bool) -> Iterator[None]:
+    """Run a block of code with the offline phase on or off (at every party alike)."""
+    old = _ENABLED
+    set_enabled(flag)
+    try:
+        yield
+    finally:
+        set_enabled(old)
+
+
+# ------------------------------------------------------------------ requests
+
+
+def _size(s: Any) -> tuple[int, ...]:
+    return tuple(int(v) for v in s)
+
+
+def request_of(kind: str, *args: Any, **kwargs: Any) -> tuple:
+    """The canonical, picklable form of one provider request (what is planned and checked)."""
+    if kind == "additive":
+        size0, size1, op, *extra = args
+        return (kind, _size(size0), _size(size1), str(op), tuple(extra), tuple(sorted(kwargs.items())))
+    if kind == "binary":
+        return (kind, _size(args[0]), _size(args[1]))
+    return (kind, _size(args[0]))
+
+
+def output_shape(req: tuple) -> tuple[int, ...]:
+    """Shape of party 0's dealer-made share for ``req``."""
+    kind = req[0]
+    if kind == "additive":
+        _, size0, size1, op, extra, kw = req
+        if op not in BEAVER_OPS:
+            raise PlanMismatch(f"a Beaver request for {op!r} is not a CrypTen Beaver operation")
+        if op == "mul" and not extra and not kw:
+            return _size(torch.broadcast_shapes(size0, size1))
+        if op == "matmul" and not extra and not kw:
+            return _matmul_shape(size0, size1)
+        a = torch.empty(size0, dtype=torch.long, device="meta")  # conv: let torch say (slow first call)
+        b = torch.empty(size1, dtype=torch.long, device="meta")
+        return _size(getattr(torch, op)(a, b, *extra, **dict(kw)).shape)
+    if kind == "binary":
+        return _size(torch.broadcast_shapes(req[1], req[2]))
+    if kind in KINDS:
+        return req[1]
+    raise PlanMismatch(f"unknown dealer request kind {kind!r}")
+
+
+def _matmul_shape(s0: tuple[int, ...], s1: tuple[int, ...]) -> tuple[int, ...]:
+    """``torch.matmul``'s result shape, without running it."""
+    if not s0 or not s1:
+        raise PlanMismatch("matmul of a 0-d tensor")
+    if len(s0) == 1 and len(s1) == 1:
+        return ()
+    if len(s1) == 1:
+        return s0[:-1]
+    if len(s0) == 1:
+        return s1[:-2] + s1[-1:]
+    return _size(torch.broadcast_shapes(s0[:-2], s1[:-2])) + (s0[-2], s1[-1])
+
+
+def _describe(req: tuple | None) -> str:
+    if req is None:
+        return "nothing (the plan was used up)"
+    if req[0] == "additive":
+        return f"{req[3]} triple {list(req[1])} x {list(req[2])}"
+    if req[0] == "binary":
+        return f"binary triple {list(req[1])} & {list(req[2])}"
+    return f"{req[0]} {list(req[1])}"
+
+
+# ------------------------------------------------------------------ state
+
+
+class _State:
+    def __init__(self) -> None:
+        self.mode: str | None = None  # None: CrypTen's online requests; "record"; "replay"
+        self.block = ""
+        self.phase = ""
+        self.recorded: list = []  # (phase, request) during a dry run
+        self.plan: list = []  # requests of the block being replayed
+        self.pos = 0
+        self.store: list | None = None  # party 0's dealer-made shares, in plan order
+        self.pending: torch.Tensor | None = None  # the share the next ttp_request returns (party 0)
+        self.poisoned: str | None = None  # set by a mismatch: no request is served afterwards
+
+
+_state = _State()
+
+
+def reset() -> None:
+    """Forget any plan or mismatch: called when a party receives a fresh dealer key."""
+    global _state
+    _state = _State()
+
+
+def _fail(message: str) -> PlanMismatch:
+    """After a mismatch the dealer's streams are ahead of the parties': every later request
+    of this party world fails too (the world must be started again)."""
+    _state.poisoned = message
+    return PlanMismatch(message)
+
+
+def _check_poisoned() -> None:
+    if _state.poisoned is not None:
+        raise PlanMismatch(f"an earlier offline dealer plan mismatch left the dealer's streams unusable "
+                           f"({_state.poisoned}); start the party world again")
+
+
+def _check(req: tuple) -> None:
+    """Online: ``req`` must be the next planned request (every party checks)."""
+    s = _state
+    expected = s.plan[s.pos] if s.pos < len(s.plan) else None
+    if expected != req:
+        raise _fail(
+            f"offline dealer plan mismatch in block {s.block!r} at request {s.pos + 1} of {len(s.plan)}: "
+            f"planned {_describe(expected)}, the protocol asked for {_describe(req)}; stopping "
+            "(continuing would compute on mismatched correlated randomness)"
+        )
+    if s.store is not None:
+        s.pending = s.store[s.pos]
+        s.store[s.pos] = None  # each share is used once
+    s.pos += 1
+
+
+def _zeros(shape: tuple[int, ...], binary: bool = False):
+    from crypten.mpc.primitives import ArithmeticSharedTensor, BinarySharedTensor
+
+    t = torch.zeros(shape, dtype=torch.long)
+    if binary:
+        return BinarySharedTensor.from_shares(t)
+    return ArithmeticSharedTensor.from_shares(t, precision=0)
+
+
+def _record(req: tuple):
+    """Dry run: note the request and hand back zero shares of the right shapes (a valid
+    "triple" 0 * 0 = 0; the dry run's values are garbage anyway, only shapes matter)."""
+    _state.recorded.append((_state.phase or _state.block, req))
+    kind = req[0]
+    if kind == "additive":
+        return _zeros(req[1]), _zeros(req[2]), _zeros(output_shape(req))
+    if kind == "binary":
+        return _zeros(req[1], True), _zeros(req[2], True), _zeros(output_shape(req), True)
+    if kind == "B2A":
+        return _zeros(req[1]), _zeros(req[1], True)
+    return _zeros(req[1]), _zeros(req[1])
+
+
+# ------------------------------------------------------------------ installation
+
+
+_INSTALLED = False
+
+
+def install() -> None:
+    """Put the planning provider in place of CrypTen's TTP provider, teach party 0's
+    ``ttp_request`` to read from the store, and give the dealer its batch request.
+    Called by :func:`mpc.compat.apply`; without a planned block everything behaves as CrypTen."""
+    global _INSTALLED
+    if _INSTALLED:
+        return
+    import crypten.mpc as cmpc
+    from crypten.mpc.provider import ttp_provider
+
+    class PlannedTTP(ttp_provider.TrustedThirdParty):
+        NAME = "TTP"
+
+        def generate_additive_triple(self, size0, size1, op, device=None, *args, **kwargs):  # noqa: ANN001
+            req = request_of("additive", size0, size1, op, *args, **kwargs)
+            _check_poisoned()
+            if _state.mode == "record":
+                return _record(req)
+            if _state.mode == "replay":
+                _check(req)
+            return super().generate_additive_triple(size0, size1, op, device, *args, **kwargs)
+
+        def square(self, size, device=None):  # noqa: ANN001
+            req = request_of("square", size)
+            _check_poisoned()
+            if _state.mode == "record":
+                return _record(req)
+            if _state.mode == "replay":
+                _check(req)
+            return super().square(size, device=device)
+
+        def generate_binary_triple(self, size0, size1, device=None):  # noqa: ANN001
+            req = request_of("binary", size0, size1)
+            _check_poisoned()
+            if _state.mode == "record":
+                return _record(req)
+            if _state.mode == "replay":
+                _check(req)
+            return super().generate_binary_triple(size0, size1, device=device)
+
+        def wrap_rng(self, size, device=None):  # noqa: ANN001
+            req = request_of("wraps", size)
+            _check_poisoned()
+            if _state.mode == "record":
+                return _record(req)
+            if _state.mode == "replay":
+                _check(req)
+            return super().wrap_rng(size, device=device)
+
+        def B2A_rng(self, size, device=None):  # noqa: ANN001
+            req = request_of("B2A", size)
+            _check_poisoned()
+            if _state.mode == "record":
+                return _record(req)
+            if _state.mode == "replay":
+                _check(req)
+            return super().B2A_rng(size, device=device)
+
+    vars(cmpc)["__SUPPORTED_PROVIDERS"]["TTP"] = PlannedTTP()
+
+    client_cls = ttp_provider.TTPClient._TTPClient__TTPClient
+    online_request = client_cls.ttp_request
+
+    def ttp_request(self, func_name, device, *args, **kwargs):  # noqa: ANN001
+        if _state.mode == "replay":
+            share, _state.pending = _state.pending, None
+            if share is None:
+                raise PlanMismatch(f"party 0 asked the dealer for {func_name!r} during block {_state.block!r} "
+                                   "without a planned request")
+            return share
+        if _state.mode == "record":
+            raise PlanMismatch("a dry run must not reach the dealer")
+        return online_request(self, func_name, device, *args, **kwargs)
+
+    client_cls.ttp_request = ttp_request
+    ttp_provider.TTPServer.batch = _dealer_batch
+    _INSTALLED = True
+
+
+def _dealer_batch(self, requests):  # noqa: ANN001 - a TTPServer method
+    """The dealer's side of the offline phase: party 0's shares of every planned request, in
+    plan order, as one flat tensor. Uses CrypTen's own per-request methods, so every party's
+    stream is consumed exactly as one request at a time would consume it."""
+    if not isinstance(requests, (list, tuple)):
+        raise ValueError("a dealer batch is a list of requests")
+    reqs = [tuple(r) for r in requests]
+    words = 0
+    for r in reqs:  # validate all before drawing anything
+        if not r or r[0] not in KINDS:
+            raise ValueError(f"unknown dealer request {r!r}")
+        words += math.prod(output_shape(r))
+    if words > MAX_BATCH_WORDS:
+        raise ValueError(f"a dealer batch of {words} words is over the cap of {MAX_BATCH_WORDS}")
+    out = []
+    for r in reqs:
+        kind = r[0]
+        if kind == "additive":
+            _, size0, size1, op, extra, kw = r
+            share = self.additive(torch.Size(size0), torch.Size(size1), op, *extra, **dict(kw))
+        elif kind == "binary":
+            share = self.binary(torch.Size(r[1]), torch.Size(r[2]))
+        else:
+            share = getattr(self, kind)(torch.Size(r[1]))
+        out.append(share.reshape(-1))
+    return torch.cat(out) if out else torch.zeros(0, dtype=torch.long)
+
+
+# ------------------------------------------------------------------ dry run
+
+
+class _NullCommunicator:
+    """Party 0's communicator during a dry run: right shapes, no messages, no counts."""
+
+    def __init__(self, world_size: int) -> None:
+        self.world_size = world_size
+        self.rank = 0
+
+    def get_world_size(self) -> int:
+        return self.world_size
+
+    def get_rank(self) -> int:
+        return 0
+
+    def get_ttp_rank(self) -> int:
+        return self.world_size
+
+    def get_communication_stats(self) -> dict:
+        return {"rounds": 0, "bytes": 0, "time": 0.0}
+
+    def _log_communication(self, nelement) -> None:  # noqa: ANN001
+        pass
+
+    def all_reduce(self, input, op=None, batched=False):  # noqa: ANN001, A002
+        return [x.clone() for x in input] if batched else input.clone()
+
+    def reduce(self, input, dst, op=None, batched=False):  # noqa: ANN001, A002
+        if dst != 0:
+            return None
+        return [x.clone() for x in input] if batched else input.clone()
+
+    def broadcast(self, input, src, group=None, batched=False):  # noqa: ANN001, A002
+        return input
+
+    def gather(self, tensor, dst):  # noqa: ANN001
+        return [tensor.clone() for _ in range(self.world_size)] if dst == 0 else [None]
+
+    def all_gather(self, tensor):  # noqa: ANN001
+        return [tensor.clone() for _ in range(self.world_size)]
+
+    def barrier(self) -> None:
+        pass
+
+    def broadcast_obj(self, obj, src, group=None):  # noqa: ANN001
+        if src != 0:
+            raise PlanMismatch("a planned block receives an object from another party; it cannot be dry-run")
+        return obj
+
+    def _no_point_to_point(self, *args, **kwargs):  # noqa: ANN002, ANN003
+        raise PlanMismatch("a planned block uses point-to-point messages; it cannot be dry-run")
+
+    send = recv = isend = irecv = scatter = send_obj = recv_obj = _no_point_to_point
+
+
+@contextmanager
+def _dry_world() -> Iterator[None]:
+    """Party 0 alone, with throwaway streams: nothing it does here reaches a peer, the dealer,
+    or any stream it shares with them."""
+    ct = import_crypten()
+    from crypten.communicator import DistributedCommunicator
+
+    from mpc import prg, stats
+    from mpc.compat import _AnyDevice
+
+    real = DistributedCommunicator.instance
+    saved = dict(ct.generators)
+    listeners = list(stats.phase_listeners)
+    DistributedCommunicator.instance = _NullCommunicator(real.get_world_size())
+    for name in saved:
+        ct.generators[name] = _AnyDevice({torch.device("cpu"): prg.ChaChaGenerator()})
+    stats.phase_listeners.clear()  # fault injection and failure reports follow the online run
+    _state.mode, _state.recorded = "record", []
+    try:
+        yield
+    finally:
+        _state.mode, _state.phase = None, ""
+        DistributedCommunicator.instance = real
+        ct.generators.update(saved)
+        stats.phase_listeners[:] = listeners
+
+
+def _recording_log():
+    from mpc.stats import CommLog
+
+    class RecordingLog(CommLog):
+        @contextmanager
+        def phase(self, name: str):
+            outer, _state.phase = _state.phase, name
+            try:
+                with super().phase(name) as current:
+                    yield current
+            finally:
+                _state.phase = outer
+
+    return RecordingLog()
+
+
+# ------------------------------------------------------------------ blocks
+
+
+def _active() -> bool:
+    if not _ENABLED or _state.mode is not None:  # nested blocks run inside the outer one
+        return False
+    ct = import_crypten()
+    if ct.cfg.mpc.provider != "TTP" or not ct.communicator.is_initialized():
+        return False
+    return ct.communicator.get().get_world_size() >= 2
+
+
+def _counters() -> tuple[int, int]:
+    s = import_crypten().communicator.get().get_communication_stats()
+    return int(s["rounds"]), int(s["bytes"])
+
+
+def planned(block: str, fn: Callable[[Any], T], log) -> T:  # noqa: ANN001
+    """Run ``fn(log)`` (a data-oblivious block of the protocol, at every party alike) with the
+    dealer's material for it made offline; see the module docstring. The offline cost is added
+    to ``log``'s phases as ``offline_seconds`` / ``offline_rounds`` / ``offline_bytes``."""
+    if not _active():
+        return fn(log)
+    ct = import_crypten()
+    comm = ct.communicator.get()
+    rank = comm.get_rank()
+    offline: dict[str, list[float]] = {}  # phase -> [seconds, rounds, bytes]
+
+    def charge(phase: str, seconds: float, rounds: int = 0, nbytes: int = 0) -> None:
+        row = offline.setdefault(phase, [0.0, 0, 0])
+        row[0] += seconds
+        row[1] += rounds
+        row[2] += nbytes
+
+    message: Any = None
+    if rank == 0:
+        rec = _recording_log()
+        t0 = time.perf_counter()
+        try:
+            with _dry_world():
+                fn(rec)
+            message = ("plan", [list(p) for p in _state.recorded])
+        except Exception as err:  # noqa: BLE001 - every party must hear why
+            message = ("error", f"the dry run of block {block!r} failed: {type(err).__name__}: {err}")
+        finally:
+            recorded_phases = {p.name: p.seconds for p in rec.phases.values()}
+            _state.recorded = []
+        dry = time.perf_counter() - t0
+        for name, seconds in recorded_phases.items():
+            charge(name, seconds)
+        charge(block, max(0.0, dry - sum(recorded_phases.values())))
+    r0, b0, t0 = *_counters(), time.perf_counter()
+    message = comm.broadcast_obj(message, 0)  # public shapes only (or why there are none)
+    if message[0] != "plan":
+        raise PlanMismatch(message[1])
+    tagged = [(str(p), tuple(r)) for p, r in message[1]]
+    plan = [r for _, r in tagged]
+    first = tagged[0][0] if tagged else block
+    r1, b1 = _counters()
+    charge(first, time.perf_counter() - t0, r1 - r0, b1 - b0)
+    store = _fetch(tagged, charge) if rank == 0 else None
+    _state.mode, _state.block, _state.plan, _state.pos, _state.store = "replay", block, plan, 0, store
+    try:
+        out = fn(log)
+        if _state.pos != len(plan):
+            raise _fail(
+                f"offline dealer plan mismatch in block {block!r}: the protocol made {_state.pos} of the "
+                f"{len(plan)} planned requests; stopping"
+            )
+    finally:
+        _state.mode, _state.block, _state.plan, _state.pos = None, "", [], 0
+        _state.store, _state.pending = None, None
+    _charge_log(log, offline)
+    return out
+
+
+def _fetch(tagged: list[tuple[str, tuple]], charge) -> list[torch.Tensor]:  # noqa: ANN001
+    """Party 0: the dealer's shares for the plan, one batch request per phase (split when a
+    phase needs more than :data:`MAX_BATCH_WORDS`)."""
+    from crypten.mpc.provider.ttp_provider import TTPClient
+
+    client = TTPClient.get()
+    shapes = [output_shape(r) for _, r in tagged]
+    batches: list[tuple[str, int, int]] = []  # phase, start, end
+    start = 0
+    for i in range(1, len(tagged) + 1):
+        words = sum(math.prod(s) for s in shapes[start:i])
+        if i == len(tagged) or tagged[i][0] != tagged[start][0] or words + math.prod(shapes[i]) > MAX_BATCH_WORDS:
+            batches.append((tagged[start][0], start, i))
+            start = i
+    store: list[torch.Tensor] = []
+    for phase, lo, hi in batches:
+        r0, b0, t0 = *_counters(), time.perf_counter()
+        flat = client.ttp_request("batch", None, [r for _, r in tagged[lo:hi]])
+        need = sum(math.prod(s) for s in shapes[lo:hi])
+        if flat.numel() != need:
+            raise PlanMismatch(f"the dealer returned {flat.numel()} words for a batch that needs {need}")
+        at = 0
+        for s in shapes[lo:hi]:
+            n = math.prod(s)
+            store.append(flat[at : at + n].view(s))
+            at += n
+        r1, b1 = _counters()
+        charge(phase, time.perf_counter() - t0, r1 - r0, b1 - b0)
+    return store
+
+
+def _charge_log(log, offline: dict[str, list[float]]) -> None:  # noqa: ANN001
+    from mpc.stats import PhaseStats
+
+    for name, (seconds, rounds, nbytes) in offline.items():
+        extra = PhaseStats(name, seconds=seconds, rounds=int(rounds), bytes=int(nbytes),
+                           offline_seconds=seconds, offline_rounds=int(rounds), offline_bytes=int(nbytes))
+        log.phases.setdefault(name, PhaseStats(name)).add(extra)

@@ -1,0 +1,104 @@
+"""Party functions for the offline-dealer tests (module level so run_parties can pickle them)."""
+
+from __future__ import annotations
+
+import torch
+
+from mpc import preprocessing
+from mpc.compat import import_crypten
+from mpc.stats import CommLog
+
+
+def _online_requests():
+    """Count party 0's online dealer requests (anything but the offline batches)."""
+    from crypten.mpc.provider.ttp_provider import TTPClient
+
+    cls = TTPClient._TTPClient__TTPClient
+    counts = {"online": 0, "batch": 0}
+    inner = cls.ttp_request
+
+    def counting(self, func_name, device, *args, **kwargs):
+        if preprocessing._state.mode != "replay":  # a replayed request is served from the store
+            counts["batch" if func_name == "batch" else "online"] += 1
+        return inner(self, func_name, device, *args, **kwargs)
+
+    cls.ttp_request = counting
+    return counts
+
+
+def both_paths(party, X, P, owners, cfg):
+    """One SecPC round with the offline dealer, then the same round on CrypTen's online path."""
+    from mpc.secpc import secpc_round
+
+    mine = [i for i, o in enumerate(owners) if o == party.rank]
+    counts = _online_requests()
+    out = {}
+    for flag in (True, False):
+        before = dict(counts)
+        with preprocessing.enabled(flag):
+            r = secpc_round(party, X[mine], P[mine], owners, cfg)
+        out[flag] = dict(k=r.k, rows=r.own_rows.numpy(), assign=r.own_assignment.numpy(), stats=r.stats,
+                         online=counts["online"] - before["online"], batch=counts["batch"] - before["batch"])
+    return out
+
+
+def _block(shape_online, shape_dry, extra: bool = False, fewer: bool = False):
+    """A block whose requests differ between party 0's dry run and the online run (as a block
+    that is not data-oblivious would): the dry run sees the null communicator."""
+
+    def fn(log):
+        ct = import_crypten()
+        dry = type(ct.communicator.get()).__name__ == "_NullCommunicator"
+        n = shape_dry if dry else shape_online
+        x = ct.cryptensor(torch.ones(n), src=0)
+        with log.phase("mismatch"):
+            y = x * x
+            if not (fewer and not dry):
+                y = y * x
+            if extra and not dry:
+                y = y * x
+        return y.get_plain_text()
+
+    return fn
+
+
+def mismatch(party, case):
+    """Run a block whose plan disagrees with its requests; return what every party raised, and
+    what a later multiplication in the same world raises."""
+    ct = import_crypten()
+    fn = {"shape": _block(4, 3), "extra": _block(3, 3, extra=True), "fewer": _block(3, 3, fewer=True)}[case]
+    log = CommLog()
+    first = later = None
+    try:
+        preprocessing.planned("test", fn, log)
+    except preprocessing.PlanMismatch as err:
+        first = str(err)
+    try:
+        x = ct.cryptensor(torch.ones(2), src=0)
+        (x * x).get_plain_text()
+    except preprocessing.PlanMismatch as err:
+        later = str(err)
+    return first, later
+
+
+def good_block(party):
+    """A data-oblivious block: the same result planned and online, and party 0's online rounds
+    equal the others'."""
+    ct = import_crypten()
+    out = {}
+    for flag in (True, False):
+        log = CommLog()
+
+        def fn(lg):
+            x = ct.cryptensor(torch.arange(6, dtype=torch.float32).view(2, 3) - 2, src=0)
+            y = ct.cryptensor(torch.full((3, 2), 0.5), src=1)
+            with lg.phase("ops"):
+                z = (x.matmul(y) * x[:, :2]).square()
+                c = (x < 0.5)
+                t = x.div(3)
+            return torch.cat([z.get_plain_text().flatten(), c.get_plain_text().flatten(), t.get_plain_text().flatten()])
+
+        with preprocessing.enabled(flag):
+            val = preprocessing.planned("ops", fn, log)
+        out[flag] = (val.numpy(), log.as_dict())
+    return out
