@@ -13,9 +13,19 @@ to holding its output), ``rounds`` (CrypTen's round counter at a compute party o
 party 0, plus the two client message rounds in ``servers``), ``rounds_party0`` (party 0 also
 counts 3 per TTP request), ``rounds_per_lloyd_iter``, ``mb_per_compute_party`` (bytes a
 compute party sends: to the other parties, and in ``servers`` to the clients),
-``mb_per_client`` (bytes one client sends), ``agreement`` (share of labels
+``mb_per_client`` (bytes one client sends), ``offline_seconds`` / ``offline_rounds_party0`` (the
+dealer's offline phase at compute party 0, :mod:`mpc.preprocessing`: dry runs, plan broadcast,
+batch requests; it runs inline, so it is part of ``seconds``), ``online_seconds`` (``seconds``
+minus it), ``online_rounds_party0``, ``agreement`` (share of labels
 equal to the reference's after relabelling, see :func:`_agreement` for why), ``max_abs_error`` (aggregates vs the reference), ``k`` and
 ``reference_k``.
+
+``--baseline`` runs the round a second time in the same party world, on the same inputs, on
+CrypTen's online dealer path (party 0 asks the dealer once per triple, square, binary triple,
+wraps and B2A bit), and adds ``baseline_seconds``, ``baseline_rounds_party0``, ... beside the
+offline-dealer figures, plus ``same_k`` and ``same_partition`` between the two runs. The
+offline-dealer run goes first, so any warm-up cost of the process falls on it, not on the
+baseline. ``--no-offline`` runs only CrypTen's path.
 """
 
 from __future__ import annotations
@@ -43,6 +53,11 @@ def parse(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--spread", type=float, default=0.6)
     ap.add_argument("--wait-s", type=float, default=600, help="longest wait for a message from a peer")
+    ap.add_argument("--baseline", action="store_true",
+                    help="also run CrypTen's online dealer path (one request per triple at party 0) in the same "
+                         "process on the same inputs, after the offline-dealer run, and print both")
+    ap.add_argument("--no-offline", action="store_true",
+                    help="run only CrypTen's online dealer path (no offline phase)")
     return ap.parse_args(argv)
 
 
@@ -69,8 +84,9 @@ def main(argv: list[str]) -> int:
     config = SecPCConfig(args.k_min, args.k_max, args.iters, args.seed, restarts=args.restarts,
                          reveal_own_assignment=True)
     run = _servers if args.topology == "servers" else _peer
+    modes = [not args.no_offline] + ([False] if args.baseline else [])  # offline dealer on?
     try:
-        mine = run(args, world, X, P, config)  # this rank's labels, rows, stats, seconds
+        mine = run(args, world, X, P, config, modes)  # per mode: this rank's labels, rows, stats, seconds
     except BaseException:  # a rank that fails must end the job now, not hang in MPI_Finalize
         import traceback
 
@@ -80,6 +96,28 @@ def main(argv: list[str]) -> int:
     if world.Get_rank() != 0:
         return 0
     ref = secpc_reference(X.double(), P.double(), config, bits=quant_bits(args.clients))
+    out = _summary(args, world, [p[0] for p in parts], ref)
+    out["offline_dealer"] = modes[0]
+    if args.baseline:
+        base = _summary(args, world, [p[1] for p in parts], ref)
+        for key in ("seconds", "rounds", "rounds_party0", "rounds_per_lloyd_iter", "rounds_per_lloyd_iter_party0",
+                    "agreement", "max_abs_error", "k", "mb_per_compute_party"):
+            out["baseline_" + key] = base[key]
+        out["speedup"] = round(base["seconds"] / out["seconds"], 2) if out["seconds"] else None
+        out["same_k"] = base["k"] == out["k"]
+        out["same_partition"] = _same_partition(parts)
+    print(json.dumps(out), flush=True)
+    return 0
+
+
+def _same_partition(parts: list) -> bool:
+    """Do the two runs split the clients the same way (label names aside)?"""
+    pairs = {(p[0]["labels"][c], p[1]["labels"].get(c, -1)) for p in parts for c in p[0]["labels"]}
+    return len({a for a, _ in pairs}) == len({b for _, b in pairs}) == len(pairs)
+
+
+def _summary(args, world, parts: list, ref) -> dict:
+    """The JSON figures of one run (``parts``: every rank's report of that run)."""
     labels, rows, stats, seconds, client_bytes = {}, {}, [], [], []
     for part in parts:
         labels.update({int(c): v for c, v in part["labels"].items()})
@@ -94,6 +132,7 @@ def main(argv: list[str]) -> int:
     first = world.Get_size() - (args.servers + 1) if args.topology == "servers" else 0
     s0, s1 = stats[first], stats[first + 1]  # compute party 0 and another compute party
     extra = 2 if args.topology == "servers" else 0  # clients' share message and output message
+    p0 = s0["total"]
     out = {
         "bench": "secpc",
         "topology": args.topology,
@@ -106,8 +145,13 @@ def main(argv: list[str]) -> int:
         "restarts": args.restarts,
         "iters": args.iters,
         "seconds": round(max(seconds), 3),
+        "offline_seconds": round(p0.get("offline_seconds", 0.0), 3),
+        "online_seconds": round(max(seconds) - p0.get("offline_seconds", 0.0), 3),
         "rounds": int(s1["total"]["rounds"]) + extra,
         "rounds_party0": int(s0["total"]["rounds"]) + extra,
+        "offline_rounds_party0": int(p0.get("offline_rounds", 0)),
+        "online_rounds_party0": int(p0["rounds"]) - int(p0.get("offline_rounds", 0)) + extra,
+        "offline_mb_party0": round(p0.get("offline_bytes", 0) / 1e6, 3),
         "rounds_per_lloyd_iter": round(_lloyd_rounds(s1) / args.iters, 2),
         "rounds_per_lloyd_iter_party0": round(_lloyd_rounds(s0) / args.iters, 2),
         "rounds_by_phase": {k: int(v["rounds"]) for k, v in s1.items() if isinstance(v, dict) and "rounds" in v},
@@ -118,9 +162,10 @@ def main(argv: list[str]) -> int:
         "max_abs_error": err,
         "k": _k(parts),
         "reference_k": ref.k,
+        "offline_seconds_by_phase": {k: round(v.get("offline_seconds", 0.0), 3) for k, v in s0.items()
+                                     if isinstance(v, dict) and "rounds" in v},
     }
-    print(json.dumps(out), flush=True)
-    return 0
+    return out
 
 
 def _agreement(secure: list[int], reference: list[int], k: int) -> tuple[float, float]:
@@ -167,10 +212,11 @@ def _no_part() -> dict:
             "client_bytes": [], "k": None}
 
 
-def _servers(args, world, X, P, config) -> dict:
+def _servers(args, world, X, P, config, modes: list[bool]) -> list[dict]:
     from mpc.compat import import_crypten
     from mpc.runtime import PartySpec, init_from_mpi, shutdown
-    from mpc.servers import ServerLayout, client_round, serve_round
+    from mpc import preprocessing
+    from mpc.servers import Inbox, ServerLayout, client_round, serve_round
 
     size, rank = world.Get_size(), world.Get_rank()
     lay = ServerLayout(args.servers, size - args.servers - 1, args.clients)
@@ -178,30 +224,35 @@ def _servers(args, world, X, P, config) -> dict:
         raise SystemExit(f"servers topology needs mpirun -np {args.servers}+1+R (R >= 1 client ranks), got {size}")
     is_mpc = not lay.is_client_rank(rank)
     sub = world.Split(0 if is_mpc else 1, rank)
-    part = _no_part()
+    parts = [_no_part() for _ in modes]
     world.Barrier()
     if is_mpc:
         party = init_from_mpi(PartySpec(args.servers), comm=sub)
         if not party.is_dealer:
-            import_crypten().communicator.get().barrier()
-            res = serve_round(world, lay, 0, config, None, deadline_s=args.wait_s, wait_s=args.wait_s,
-                              shape=(X.shape[1], P.shape[1]))
-            part.update(stats=res.stats, k=res.k)
+            inbox = Inbox(world, lay, (X.shape[1], P.shape[1]))
+            for r, offline in enumerate(modes):
+                import_crypten().communicator.get().barrier()
+                with preprocessing.enabled(offline):
+                    res = serve_round(world, lay, r, config, None, deadline_s=args.wait_s, wait_s=args.wait_s,
+                                      inbox=inbox)
+                parts[r].update(stats=res.stats, k=res.k)
             shutdown(party)
-        return part
+        return parts
     ids = lay.clients_of(rank)
-    res = client_round(world, lay, 0, ids, X[ids], P[ids], wait_s=args.wait_s)
-    part.update(
-        labels=res.labels,
-        rows={c: r.tolist() for c, r in res.rows.items()},
-        seconds=res.seconds,
-        client_bytes=[res.bytes_sent / len(ids)] * len(ids),
-        k=res.k,
-    )
-    return part
+    for r in range(len(modes)):
+        res = client_round(world, lay, r, ids, X[ids], P[ids], wait_s=args.wait_s)
+        parts[r].update(
+            labels=res.labels,
+            rows={c: r_.tolist() for c, r_ in res.rows.items()},
+            seconds=res.seconds,
+            client_bytes=[res.bytes_sent / len(ids)] * len(ids),
+            k=res.k,
+        )
+    return parts
 
 
-def _peer(args, world, X, P, config) -> dict:
+def _peer(args, world, X, P, config, modes: list[bool]) -> list[dict]:
+    from mpc import preprocessing
     from mpc.layout import round_robin, rows_of
     from mpc.runtime import PartySpec, init_from_mpi, shutdown
     from mpc.compat import import_crypten
@@ -211,25 +262,27 @@ def _peer(args, world, X, P, config) -> dict:
     if size != args.clients + 1:
         raise SystemExit(f"peer topology needs mpirun -np {args.clients + 1} (clients + dealer), got {size}")
     party = init_from_mpi(PartySpec(args.clients))
-    part = _no_part()
+    parts = [_no_part() for _ in modes]
     if party.is_dealer:
-        return part
+        return parts
     owners = round_robin(args.clients, args.clients)
     mine = rows_of(party.rank, owners)
-    import_crypten().communicator.get().barrier()
-    t0 = time.perf_counter()
-    res = secpc_round(party, X[mine], P[mine], owners, config)
-    seconds = time.perf_counter() - t0
+    for part, offline in zip(parts, modes):
+        import_crypten().communicator.get().barrier()
+        t0 = time.perf_counter()
+        with preprocessing.enabled(offline):
+            res = secpc_round(party, X[mine], P[mine], owners, config)
+        seconds = time.perf_counter() - t0
+        part.update(
+            labels={c: int(res.own_assignment[j]) for j, c in enumerate(mine)},
+            rows={c: res.own_rows[j].tolist() for j, c in enumerate(mine)},
+            stats=res.stats,
+            seconds=seconds,
+            client_bytes=[res.stats["total"]["bytes"]],
+            k=res.k,
+        )
     shutdown(party)
-    part.update(
-        labels={c: int(res.own_assignment[j]) for j, c in enumerate(mine)},
-        rows={c: res.own_rows[j].tolist() for j, c in enumerate(mine)},
-        stats=res.stats,
-        seconds=seconds,
-        client_bytes=[res.stats["total"]["bytes"]],
-        k=res.k,
-    )
-    return part
+    return parts
 
 
 if __name__ == "__main__":
