@@ -59,6 +59,7 @@ BEAVER_OPS = ("mul", "matmul", "conv1d", "conv2d", "conv_transpose1d", "conv_tra
 MAX_BATCH_WORDS = 2**28
 
 _ENABLED = True
+_PLAN_CACHE = True
 
 
 class PlanMismatch(RuntimeError):
@@ -69,6 +70,12 @@ def set_enabled(flag: bool) -> None:
     """Turn the offline phase on or off (every party must make the same choice)."""
     global _ENABLED
     _ENABLED = bool(flag)
+
+
+def set_plan_cache(flag: bool) -> None:
+    """Keep plans of keyed blocks for later rounds (every party must make the same choice)."""
+    global _PLAN_CACHE
+    _PLAN_CACHE = bool(flag)
 
 
 def is_enabled() -> bool:
@@ -161,6 +168,7 @@ class _State:
         self.store: list | None = None  # party 0's dealer-made shares, in plan order
         self.pending: torch.Tensor | None = None  # the share the next ttp_request returns (party 0)
         self.poisoned: str | None = None  # set by a mismatch: no request is served afterwards
+        self.plans: dict = {}  # planned(key=...) -> [(phase, request)], the same at every party
 
 
 _state = _State()
@@ -453,15 +461,22 @@ def _counters() -> tuple[int, int]:
     return int(s["rounds"]), int(s["bytes"])
 
 
-def planned(block: str, fn: Callable[[Any], T], log) -> T:  # noqa: ANN001
+def planned(block: str, fn: Callable[[Any], T], log, key: Any = None) -> T:  # noqa: ANN001
     """Run ``fn(log)`` (a data-oblivious block of the protocol, at every party alike) with the
     dealer's material for it made offline; see the module docstring. The offline cost is added
-    to ``log``'s phases as ``offline_seconds`` / ``offline_rounds`` / ``offline_bytes``."""
+    to ``log``'s phases as ``offline_seconds`` / ``offline_rounds`` / ``offline_bytes``.
+
+    ``key``: optional hashable description of everything public the block's requests depend on
+    (shapes, candidates, iteration count, ...). Every party then keeps the plan under it, and a
+    later block with the same key skips the dry run and the plan broadcast; only the dealer's
+    batch is fetched again. A key that misses something is caught like any other mismatch.
+    """
     if not _active():
         return fn(log)
     ct = import_crypten()
     comm = ct.communicator.get()
     rank = comm.get_rank()
+    cache_key = None if key is None or not _PLAN_CACHE else (block, comm.get_world_size(), key)
     offline: dict[str, list[float]] = {}  # phase -> [seconds, rounds, bytes]
 
     def charge(phase: str, seconds: float, rounds: int = 0, nbytes: int = 0) -> None:
@@ -470,6 +485,30 @@ def planned(block: str, fn: Callable[[Any], T], log) -> T:  # noqa: ANN001
         row[1] += rounds
         row[2] += nbytes
 
+    tagged = _state.plans.get(cache_key) if cache_key is not None else None
+    if tagged is None:
+        tagged = _make_plan(block, fn, comm, rank, charge)
+        if cache_key is not None:
+            _state.plans[cache_key] = tagged
+    plan = [r for _, r in tagged]
+    store = _fetch(tagged, charge) if rank == 0 else None
+    _state.mode, _state.block, _state.plan, _state.pos, _state.store = "replay", block, plan, 0, store
+    try:
+        out = fn(log)
+        if _state.pos != len(plan):
+            raise _fail(
+                f"offline dealer plan mismatch in block {block!r}: the protocol made {_state.pos} of the "
+                f"{len(plan)} planned requests; stopping"
+            )
+    finally:
+        _state.mode, _state.block, _state.plan, _state.pos = None, "", [], 0
+        _state.store, _state.pending = None, None
+    _charge_log(log, offline)
+    return out
+
+
+def _make_plan(block: str, fn, comm, rank: int, charge) -> list[tuple[str, tuple]]:  # noqa: ANN001
+    """Party 0 dry-runs the block; every party receives its plan as ``[(phase, request)]``."""
     message: Any = None
     if rank == 0:
         rec = _recording_log()
@@ -492,24 +531,10 @@ def planned(block: str, fn: Callable[[Any], T], log) -> T:  # noqa: ANN001
     if message[0] != "plan":
         raise PlanMismatch(message[1])
     tagged = [(str(p), tuple(r)) for p, r in message[1]]
-    plan = [r for _, r in tagged]
     first = tagged[0][0] if tagged else block
     r1, b1 = _counters()
     charge(first, time.perf_counter() - t0, r1 - r0, b1 - b0)
-    store = _fetch(tagged, charge) if rank == 0 else None
-    _state.mode, _state.block, _state.plan, _state.pos, _state.store = "replay", block, plan, 0, store
-    try:
-        out = fn(log)
-        if _state.pos != len(plan):
-            raise _fail(
-                f"offline dealer plan mismatch in block {block!r}: the protocol made {_state.pos} of the "
-                f"{len(plan)} planned requests; stopping"
-            )
-    finally:
-        _state.mode, _state.block, _state.plan, _state.pos = None, "", [], 0
-        _state.store, _state.pending = None, None
-    _charge_log(log, offline)
-    return out
+    return tagged
 
 
 def _fetch(tagged: list[tuple[str, tuple]], charge) -> list[torch.Tensor]:  # noqa: ANN001

@@ -143,7 +143,8 @@ def secpc_round(
     with log.phase("share"):
         F = so.share_rows(p_local.float(), owners, rank, None)
         Xq = so.share_rows(lay.quantize(x_local, bits), owners, rank, 0)
-    valid = planned("check", lambda lg: _checked(lg, Xq, F, bits, max_prompt_abs(N)), log)
+    valid = planned("check", lambda lg: _checked(lg, Xq, F, bits, max_prompt_abs(N)), log,
+                    key=(tuple(Xq.shape), tuple(F.shape)))
     if not bool(valid.all()):
         bad = sorted({int(owners[i]) for i in torch.nonzero(~valid).flatten().tolist()})
         raise InputError(f"SecPC inputs of part{'ies' if len(bad) > 1 else 'y'} {bad} failed the range check "
@@ -195,7 +196,7 @@ def cluster_and_aggregate(Xq, F, bits: int, config: SecPCConfig, warm: SecureSta
         out = kmeans_on_shares(Xi, ks, config.iters, config.seed, bits, warm=warm, log=lg)
         return out, (secure_silhouette_choice(out, ks, N, lg) if len(ks) > 1 else None)
 
-    out, choice = planned("cluster", cluster, log)
+    out, choice = planned("cluster", cluster, log, key=(tuple(Xi.shape), tuple(ks), config.iters, warm is None))
 
     def aggregate(lg):  # its shapes follow the revealed k: the second block
         if choice is None:
@@ -204,7 +205,7 @@ def cluster_and_aggregate(Xq, F, bits: int, config: SecPCConfig, warm: SecureSta
             A, cbits = select_group(out.A, choice[2], choice[1], ks, choice[0], lg)
         return A, secure_aggregate(A, F, N, config.min_cluster_size, lg, count_bits=cbits)
 
-    A, agg = planned("aggregate", aggregate, log)
+    A, agg = planned("aggregate", aggregate, log, key=(N, tuple(F.shape), tuple(ks), None if choice is None else choice[0]))
     return CoreOutput(ks[0] if choice is None else choice[0], A, agg, out.state)
 
 

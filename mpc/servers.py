@@ -451,7 +451,8 @@ def serve_round(
         words = torch.from_numpy(np.stack([rows[i] for i in received]))
         Xq = MPCTensor.from_shares(words[:, :m].contiguous(), precision=0)
         F = MPCTensor.from_shares(words[:, m:].contiguous(), precision=FIXED_BITS)
-        ok = planned("check", lambda lg: _checked(lg, Xq, F, layout.bits, max_prompt_abs(n_total)), clog)
+        ok = planned("check", lambda lg: _checked(lg, Xq, F, layout.bits, max_prompt_abs(n_total)), clog,
+                     key=(tuple(Xq.shape), tuple(F.shape)))
         if not bool(ok.all()):
             keep = torch.nonzero(ok).flatten()
             invalid = [received[j] for j in torch.nonzero(~ok).flatten().tolist()]

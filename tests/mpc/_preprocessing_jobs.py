@@ -27,18 +27,19 @@ def _online_requests():
 
 
 def both_paths(party, X, P, owners, cfg):
-    """One SecPC round with the offline dealer, then the same round on CrypTen's online path."""
+    """SecPC rounds on the same inputs: with the offline dealer (planning every block), again
+    (plans reused from the first), then on CrypTen's online path."""
     from mpc.secpc import secpc_round
 
     mine = [i for i, o in enumerate(owners) if o == party.rank]
     counts = _online_requests()
-    out = {}
-    for flag in (True, False):
+    out = []
+    for flag in (True, True, False):
         before = dict(counts)
         with preprocessing.enabled(flag):
             r = secpc_round(party, X[mine], P[mine], owners, cfg)
-        out[flag] = dict(k=r.k, rows=r.own_rows.numpy(), assign=r.own_assignment.numpy(), stats=r.stats,
-                         online=counts["online"] - before["online"], batch=counts["batch"] - before["batch"])
+        out.append(dict(k=r.k, rows=r.own_rows.numpy(), assign=r.own_assignment.numpy(), stats=r.stats,
+                        online=counts["online"] - before["online"], batch=counts["batch"] - before["batch"]))
     return out
 
 
@@ -66,11 +67,14 @@ def mismatch(party, case):
     """Run a block whose plan disagrees with its requests; return what every party raised, and
     what a later multiplication in the same world raises."""
     ct = import_crypten()
-    fn = {"shape": _block(4, 3), "extra": _block(3, 3, extra=True), "fewer": _block(3, 3, fewer=True)}[case]
+    fn = {"shape": _block(4, 3), "extra": _block(3, 3, extra=True), "fewer": _block(3, 3, fewer=True),
+          "stale": _block(4, 4)}[case]
     log = CommLog()
     first = later = None
+    if case == "stale":  # a plan kept under a key that misses the shape
+        preprocessing.planned("test", _block(3, 3), log, key="n")
     try:
-        preprocessing.planned("test", fn, log)
+        preprocessing.planned("test", fn, log, key="n" if case == "stale" else None)
     except preprocessing.PlanMismatch as err:
         first = str(err)
     try:
