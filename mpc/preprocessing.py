@@ -118,17 +118,29 @@ def output_shape(req: tuple) -> tuple[int, ...]:
         if op not in BEAVER_OPS:
             raise PlanMismatch(f"a Beaver request for {op!r} is not a CrypTen Beaver operation")
         if op == "mul" and not extra and not kw:
-            return _size(torch.broadcast_shapes(size0, size1))
+            return _broadcast(size0, size1)
         if op == "matmul" and not extra and not kw:
             return _matmul_shape(size0, size1)
         a = torch.empty(size0, dtype=torch.long, device="meta")  # conv: let torch say (slow first call)
         b = torch.empty(size1, dtype=torch.long, device="meta")
         return _size(getattr(torch, op)(a, b, *extra, **dict(kw)).shape)
     if kind == "binary":
-        return _size(torch.broadcast_shapes(req[1], req[2]))
+        return _broadcast(req[1], req[2])
     if kind in KINDS:
         return req[1]
     raise PlanMismatch(f"unknown dealer request kind {kind!r}")
+
+
+def _broadcast(s0: tuple[int, ...], s1: tuple[int, ...]) -> tuple[int, ...]:
+    """``torch.broadcast_shapes`` in plain Python (torch's first call imports sympy: ~0.2 s)."""
+    n = max(len(s0), len(s1))
+    a, b = (1,) * (n - len(s0)) + tuple(s0), (1,) * (n - len(s1)) + tuple(s1)
+    out = []
+    for x, y in zip(a, b):
+        if x != y and 1 not in (x, y):
+            raise PlanMismatch(f"shapes {list(s0)} and {list(s1)} do not broadcast")
+        out.append(y if x == 1 else x)
+    return tuple(out)
 
 
 def _matmul_shape(s0: tuple[int, ...], s1: tuple[int, ...]) -> tuple[int, ...]:
@@ -141,7 +153,7 @@ def _matmul_shape(s0: tuple[int, ...], s1: tuple[int, ...]) -> tuple[int, ...]:
         return s0[:-1]
     if len(s0) == 1:
         return s1[:-2] + s1[-1:]
-    return _size(torch.broadcast_shapes(s0[:-2], s1[:-2])) + (s0[-2], s1[-1])
+    return _broadcast(s0[:-2], s1[:-2]) + (s0[-2], s1[-1])
 
 
 def _describe(req: tuple | None) -> str:
