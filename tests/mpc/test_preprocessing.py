@@ -65,7 +65,7 @@ def test_data_oblivious_block_equals_online_path():
     out = run_parties(jobs.good_block, PartySpec(3))
     for o in out:
         new, old = o[True][0], o[False][0]
-        assert np.abs(new - old).max() < 1e-3
+        assert (np.abs(new - old) <= 1e-3 + 1e-4 * np.abs(old)).all()  # fixed-point noise (16 bits)
         assert new[4:10].tolist() == [1, 1, 1, 0, 0, 0]  # x < 0.5: exact
     rounds = [o[True][1]["total"]["rounds"] - o[True][1]["total"]["offline_rounds"] for o in out]
     assert len(set(rounds)) == 1
