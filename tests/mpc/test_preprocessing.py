@@ -38,7 +38,8 @@ def test_secpc_round_same_results_and_no_online_request_at_party_0(n_parties):
     for rank, o in enumerate(out):
         for run in (NEW, CACHED):
             assert o[run]["k"] == o[OLD]["k"]
-            assert np.abs(o[run]["rows"] - o[OLD]["rows"]).max() < 2e-4
+            # each run is within the project's 2e-4 of the plaintext aggregate, so within 4e-4 of each other
+            assert np.abs(o[run]["rows"] - o[OLD]["rows"]).max() < 4e-4
     # the same partition: restarts that reach it tie exactly, and the secure comparison of their
     # fixed-point scores may pick another restart, so only label names may differ (a bijection)
     for run in (NEW, CACHED):
