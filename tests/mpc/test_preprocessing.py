@@ -84,3 +84,42 @@ def test_plan_mismatch_stops_every_party(case, expect):
         assert first is not None, f"party {rank} went on past a plan mismatch"
         assert "offline dealer plan mismatch in block 'test'" in first and expect in first, first
         assert later is not None and "start the party world again" in later, later
+
+
+def _bench(np_: int, args: list[str]) -> dict:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    mpirun = os.path.join(os.path.dirname(sys.executable), "mpirun")
+    cmd = [mpirun, "--oversubscribe"] + (["--allow-run-as-root"] if os.geteuid() == 0 else [])
+    cmd += ["-np", str(np_), sys.executable, "-m", "launcher", "bench", "secpc", *args]
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=280)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert len(lines) == 1, proc.stdout
+    return json.loads(lines[0])
+
+
+SMALL = ["--dim", "8", "--prompt-dim", "16", "--k-max", "3", "--restarts", "1", "--iters", "2", "--baseline",
+         "--repeat", "2"]
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("np_,args", [(4, ["--clients", "3", "--topology", "peer"]),
+                                      (5, ["--clients", "9", "--topology", "servers", "--servers", "2"])])
+def test_bench_secpc_baseline_under_mpirun(np_, args):
+    res = _bench(np_, args + SMALL)
+    for key in ("seconds", "baseline_seconds", "online_seconds", "offline_seconds", "rounds", "rounds_party0",
+                "rounds_per_lloyd_iter", "rounds_per_lloyd_iter_party0", "baseline_rounds_party0", "agreement",
+                "max_abs_error", "first_seconds", "first_offline_seconds"):
+        assert key in res, key
+    assert res["agreement"] == res["baseline_agreement"] == res["first_agreement"] == 1.0
+    assert res["same_k"] and res["same_partition"] and res["k"] == res["reference_k"]
+    assert res["max_abs_error"] < 2e-4 and res["baseline_max_abs_error"] < 2e-4
+    # party 0's online rounds are the others' (its offline ones: a few per block)
+    assert res["online_rounds_party0"] == res["baseline_rounds"]
+    assert res["rounds_party0"] < res["baseline_rounds_party0"] / 2
+    assert abs(res["online_seconds"] + res["offline_seconds"] - res["seconds"]) < 2e-3
