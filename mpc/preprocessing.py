@@ -26,6 +26,10 @@ shapes, operation) depends only on public sizes. So a block runs in two steps:
    raises :class:`PlanMismatch` at every party at the same point, before the request's
    randomness is drawn: the parties stop, they never compute on mismatched material.
 
+If the dry run itself raises (a block that rejects its inputs, say), every party is told and
+runs that block on CrypTen's online path, where the same error arises at every party with its
+own type; nothing has been drawn from any shared stream at that point.
+
 Key model and what anyone learns: unchanged. The dealer still only ever sees request shapes
 (CrypTen's requests carried the same shapes, one at a time) and never a share of the data;
 the other parties learn the plan, which is a function of the public sizes they already know;
@@ -40,6 +44,7 @@ one party, or :func:`set_enabled` off, :func:`planned` just runs the block (Cryp
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from contextlib import contextmanager
@@ -50,6 +55,7 @@ import torch
 from mpc.compat import import_crypten
 
 T = TypeVar("T")
+_logger = logging.getLogger(__name__)
 
 KINDS = ("additive", "square", "binary", "wraps", "B2A")
 #: Beaver operations the dealer accepts in a batch (CrypTen's ``__beaver_protocol`` set)
@@ -500,6 +506,9 @@ def planned(block: str, fn: Callable[[Any], T], log, key: Any = None) -> T:  # n
     tagged = _state.plans.get(cache_key) if cache_key is not None else None
     if tagged is None:
         tagged = _make_plan(block, fn, comm, rank, charge)
+        if tagged is None:  # the dry run failed: nothing was drawn yet, run the block as CrypTen does
+            _charge_log(log, offline)
+            return fn(log)
         if cache_key is not None:
             _state.plans[cache_key] = tagged
     plan = [r for _, r in tagged]
@@ -519,8 +528,12 @@ def planned(block: str, fn: Callable[[Any], T], log, key: Any = None) -> T:  # n
     return out
 
 
-def _make_plan(block: str, fn, comm, rank: int, charge) -> list[tuple[str, tuple]]:  # noqa: ANN001
-    """Party 0 dry-runs the block; every party receives its plan as ``[(phase, request)]``."""
+def _make_plan(block: str, fn, comm, rank: int, charge) -> list[tuple[str, tuple]] | None:  # noqa: ANN001
+    """Party 0 dry-runs the block; every party receives its plan as ``[(phase, request)]``.
+
+    None at every party when the dry run raised (a block that checks its inputs, say): the
+    block then runs on CrypTen's online path, where the same error (or none) arises at every
+    party with its own type and message; no stream has been touched."""
     message: Any = None
     if rank == 0:
         rec = _recording_log()
@@ -541,7 +554,8 @@ def _make_plan(block: str, fn, comm, rank: int, charge) -> list[tuple[str, tuple
     r0, b0, t0 = *_counters(), time.perf_counter()
     message = comm.broadcast_obj(message, 0)  # public shapes only (or why there are none)
     if message[0] != "plan":
-        raise PlanMismatch(message[1])
+        _logger.warning("%s; running it on CrypTen's online dealer path", message[1])
+        return None
     tagged = [(str(p), tuple(r)) for p, r in message[1]]
     first = tagged[0][0] if tagged else block
     r1, b1 = _counters()

@@ -106,3 +106,26 @@ def good_block(party):
             val = preprocessing.planned("ops", fn, log)
         out[flag] = (val.numpy(), log.as_dict())
     return out
+
+
+def dry_run_fails(party):
+    """A block that raises only in party 0's dry run runs on the online path instead, and one
+    that raises everywhere raises its own error at every party."""
+    ct = import_crypten()
+
+    def flaky(lg):
+        if type(ct.communicator.get()).__name__ == "_NullCommunicator":
+            raise ValueError("only in the dry run")
+        x = ct.cryptensor(torch.arange(4.0), src=0)
+        return (x * x).get_plain_text()
+
+    def broken(lg):
+        raise KeyError("always")
+
+    value = preprocessing.planned("flaky", flaky, CommLog())
+    try:
+        preprocessing.planned("broken", broken, CommLog())
+        err = None
+    except KeyError as e:
+        err = str(e)
+    return value.tolist(), err

@@ -123,3 +123,9 @@ def test_bench_secpc_baseline_under_mpirun(np_, args):
     assert res["online_rounds_party0"] == res["baseline_rounds"]
     assert res["rounds_party0"] < res["baseline_rounds_party0"] / 2
     assert abs(res["online_seconds"] + res["offline_seconds"] - res["seconds"]) < 2e-3
+
+
+def test_a_failing_dry_run_falls_back_to_the_online_path():
+    for value, err in run_parties(jobs.dry_run_fails, PartySpec(3)):
+        assert np.allclose(value, [0, 1, 4, 9], atol=1e-3)
+        assert err is not None and "always" in err
