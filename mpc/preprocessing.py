@@ -65,7 +65,10 @@ BEAVER_OPS = ("mul", "matmul", "conv1d", "conv2d", "conv_transpose1d", "conv_tra
 MAX_BATCH_WORDS = 2**28
 
 _ENABLED = True
-_PLAN_CACHE = True
+#: Off by default: a kept plan is reused on the strength of its key alone, so code that changes
+#: between rounds (a test's monkeypatch, a hot fix) would end the run with PlanMismatch. The
+#: caller that knows its blocks are fixed (``bench secpc --reuse-plans``) turns it on.
+_PLAN_CACHE = False
 
 
 class PlanMismatch(RuntimeError):
@@ -79,7 +82,8 @@ def set_enabled(flag: bool) -> None:
 
 
 def set_plan_cache(flag: bool) -> None:
-    """Keep plans of keyed blocks for later rounds (every party must make the same choice)."""
+    """Keep plans of keyed blocks for later rounds (off by default; every party must make the
+    same choice). Only for code that does not change between rounds: see :data:`_PLAN_CACHE`."""
     global _PLAN_CACHE
     _PLAN_CACHE = bool(flag)
 
@@ -485,9 +489,10 @@ def planned(block: str, fn: Callable[[Any], T], log, key: Any = None) -> T:  # n
     to ``log``'s phases as ``offline_seconds`` / ``offline_rounds`` / ``offline_bytes``.
 
     ``key``: optional hashable description of everything public the block's requests depend on
-    (shapes, candidates, iteration count, ...). Every party then keeps the plan under it, and a
-    later block with the same key skips the dry run and the plan broadcast; only the dealer's
-    batch is fetched again. A key that misses something is caught like any other mismatch.
+    (shapes, candidates, iteration count, ...). With :func:`set_plan_cache` on, every party keeps
+    the plan under it, and a later block with the same key skips the dry run and the plan
+    broadcast; only the dealer's batch is fetched again. A key that misses something (or code
+    that changed since) is caught like any other mismatch, and ends the party world.
     """
     if not _active():
         return fn(log)

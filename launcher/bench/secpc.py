@@ -25,7 +25,9 @@ CrypTen's online dealer path (party 0 asks the dealer once per triple, square, b
 wraps and B2A bit), and adds ``baseline_seconds``, ``baseline_rounds_party0``, ... beside the
 offline-dealer figures, plus ``same_k`` and ``same_partition`` between the two runs. The
 offline-dealer run goes first, so any warm-up cost of the process falls on it, not on the
-baseline. ``--no-offline`` runs only CrypTen's path.
+baseline. ``--no-offline`` runs only CrypTen's path. ``--repeat N`` runs the round N times and
+reports the last (``first_*``: the first); with ``--reuse-plans`` the later runs reuse the
+offline dealer's plans (no dry run).
 """
 
 from __future__ import annotations
@@ -60,8 +62,10 @@ def parse(argv: list[str]) -> argparse.Namespace:
                     help="run only CrypTen's online dealer path (no offline phase)")
     ap.add_argument("--repeat", type=int, default=1,
                     help="run the round this many times (same inputs, same party world) before the baseline; the "
-                         "figures are the last run's (with the offline dealer, later runs reuse the first run's "
-                         "plans: no dry run), first_seconds / first_offline_seconds the first run's")
+                         "figures are the last run's, first_seconds / first_offline_seconds the first run's")
+    ap.add_argument("--reuse-plans", action="store_true",
+                    help="keep the offline dealer's plans between runs (mpc.preprocessing.set_plan_cache): with "
+                         "--repeat, later runs make no dry run")
     return ap.parse_args(argv)
 
 
@@ -91,6 +95,10 @@ def main(argv: list[str]) -> int:
     if args.repeat < 1:
         raise SystemExit("--repeat must be at least 1")
     modes = [not args.no_offline] * args.repeat + ([False] if args.baseline else [])  # offline dealer on?
+    if args.reuse_plans:
+        from mpc import preprocessing
+
+        preprocessing.set_plan_cache(True)
     try:
         mine = run(args, world, X, P, config, modes)  # per mode: this rank's labels, rows, stats, seconds
     except BaseException:  # a rank that fails must end the job now, not hang in MPI_Finalize

@@ -33,6 +33,7 @@ def both_paths(party, X, P, owners, cfg):
 
     mine = [i for i, o in enumerate(owners) if o == party.rank]
     counts = _online_requests()
+    preprocessing.set_plan_cache(True)
     out = []
     for flag in (True, True, False):
         before = dict(counts)
@@ -72,6 +73,7 @@ def mismatch(party, case):
     log = CommLog()
     first = later = None
     if case == "stale":  # a plan kept under a key that misses the shape
+        preprocessing.set_plan_cache(True)
         preprocessing.planned("test", _block(3, 3), log, key="n")
     try:
         preprocessing.planned("test", fn, log, key="n" if case == "stale" else None)

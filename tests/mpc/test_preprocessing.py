@@ -6,7 +6,8 @@
 * a block whose requests disagree with its plan (shape, an extra request, a request fewer, a
   plan reused under a key that misses the shape) stops every party with PlanMismatch, and the
   world refuses any later dealer material;
-* a second round with the same shapes reuses the plans: no dry run, no plan broadcast.
+* with the plan cache on, a second round with the same shapes reuses the plans: no dry run, no
+  plan broadcast.
 """
 
 from __future__ import annotations
@@ -104,7 +105,7 @@ def _bench(np_: int, args: list[str]) -> dict:
 
 
 SMALL = ["--dim", "8", "--prompt-dim", "16", "--k-max", "3", "--restarts", "1", "--iters", "2", "--baseline",
-         "--repeat", "2"]
+         "--repeat", "2", "--reuse-plans"]
 
 
 @pytest.mark.timeout(300)
