@@ -174,6 +174,8 @@ def _summary(args, world, parts: list, ref) -> dict:
         "rounds_per_lloyd_iter": round(_lloyd_rounds(s1) / args.iters, 2),
         "rounds_per_lloyd_iter_party0": round(_lloyd_rounds(s0) / args.iters, 2),
         "rounds_by_phase": {k: int(v["rounds"]) for k, v in s1.items() if isinstance(v, dict) and "rounds" in v},
+        "seconds_by_phase": {k: round(float(v["seconds"]), 3) for k, v in s1.items()
+                             if isinstance(v, dict) and "seconds" in v},
         "mb_per_compute_party": round(_sent(s1) / 1e6, 3),
         "mb_per_client": round(sum(client_bytes) / len(client_bytes) / 1e6, 4),
         "agreement": agree,
