@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from launcher.methods import METHODS
+from mpc.dealer import DEALERS
 
 #: Shortest allowed ``mpc.timeout_s``: below it a loaded 2-core machine fails healthy runs.
 MIN_TIMEOUT_S = 10.0
@@ -99,7 +100,7 @@ class TrainConfig:
 
 @dataclass
 class MPCConfig:
-    dealer: str = one_of(("ttp", "tfp"), "ttp", "ttp or tfp")
+    dealer: str = one_of(tuple(DEALERS), "ttp", " or ".join(DEALERS))
     k_min: int = 2
     k_max: int = 4
     iters: int = at_least(1, 10)
@@ -212,7 +213,7 @@ def _check_relations(cfg: Config) -> None:
         need(len(d.domains) == d.n_domains,
              f"data.domains lists {len(d.domains)} styles but data.n_domains={d.n_domains}; make them agree")
     need(1 <= p.k_min <= p.k_max, f"mpc: need 1 <= k_min <= k_max, got {p.k_min}..{p.k_max}")
-    need(p.dealer == "ttp" or p.allow_insecure or not METHODS[cfg.method].uses_mpc,
+    need(not DEALERS[p.dealer].insecure or p.allow_insecure or not METHODS[cfg.method].uses_mpc,
          "mpc.dealer=tfp lets party 0 (compute party 0 in the servers topology) make the Beaver triples and "
          "learn every client's secrets; set mpc.allow_insecure=true to run it anyway (results are labelled "
          "insecure_dealer)")

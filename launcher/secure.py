@@ -20,6 +20,7 @@ import torch
 from launcher.config import Config
 from launcher.strategies import RoundInput, RoundOutput, Strategy
 from launcher.world import World
+from mpc.dealer import DEALERS
 from mpc.layout import round_robin
 
 log = logging.getLogger(__name__)
@@ -229,7 +230,7 @@ class SecFPP(Strategy):
             "k": res.k,
             # a client's own view: the share and output messages, their bytes, its wall time
             "mpc": {"seconds": res.seconds, "rounds": 2, "bytes": res.bytes_sent + res.bytes_received},
-            "insecure_dealer": self.cfg.mpc.dealer == "tfp",
+            "insecure_dealer": DEALERS[self.cfg.mpc.dealer].insecure,
             "dropped": [cid for cid in ids if cid not in rows],
         }
         if res.labels:

@@ -161,7 +161,9 @@ def _default_to_ttp() -> None:
     (:func:`mpc.runtime.configure_crypten`)."""
     import crypten
 
-    crypten.cfg.mpc.provider = "TTP"
+    from mpc.dealer import DEALERS
+
+    crypten.cfg.mpc.provider = DEALERS["ttp"].provider
 
 
 def apply() -> None:

@@ -54,12 +54,12 @@ import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Literal
 
+from mpc import dealer as dealers
 from mpc.compat import import_crypten
 
 log = logging.getLogger(__name__)
 
-Dealer = Literal["ttp", "tfp"]
-DEALERS: tuple[str, ...] = ("ttp", "tfp")
+Dealer = Literal["ttp", "tfp"]  # a name in mpc.dealer.DEALERS
 
 #: ``PartySpec.address`` (``mpc.address``) that lets the runtime choose: loopback on one host,
 #: rank 0's routable address on several.
@@ -89,9 +89,7 @@ class PartySpec:
     def __post_init__(self) -> None:
         if self.n_clients < 2:
             raise ValueError(f"SecPC needs at least 2 clients, got n_clients={self.n_clients}")
-        if self.dealer not in DEALERS:
-            raise ValueError(f"dealer must be one of {DEALERS}, got {self.dealer!r}")
-        if self.dealer == "tfp" and not self.allow_insecure:
+        if dealers.get(self.dealer).insecure and not self.allow_insecure:
             raise ValueError("dealer=tfp lets party 0 make the Beaver triples and learn every party's secrets; "
                              "it needs the explicit opt-in allow_insecure=True (benchmarking only)")
         if self.timeout_s <= 0:
@@ -100,14 +98,14 @@ class PartySpec:
     @property
     def world_size(self) -> int:
         """Processes needed: one per client, plus the dealer's when it is a separate party."""
-        return self.n_clients + (1 if self.dealer == "ttp" else 0)
+        return self.n_clients + int(dealers.get(self.dealer).needs_process)
 
     @property
     def dealer_rank(self) -> int | None:
-        return self.n_clients if self.dealer == "ttp" else None
+        return self.n_clients if dealers.get(self.dealer).needs_process else None
 
     def mpirun_hint(self, command: str = "python -m launcher run ...") -> str:
-        extra = " (clients + 1 TTP dealer)" if self.dealer == "ttp" else ""
+        extra = " (clients + 1 TTP dealer)" if dealers.get(self.dealer).needs_process else ""
         return f"mpirun -np {self.world_size} {command}   # {self.n_clients} clients{extra}"
 
     def check_world_size(self, world_size: int) -> None:
@@ -137,7 +135,7 @@ class Party:
     @property
     def insecure_dealer(self) -> bool:
         """True when party 0 makes the triples (``tfp``); carried into results."""
-        return self.spec.dealer == "tfp"
+        return dealers.get(self.spec.dealer).insecure
 
 
 def free_port(address: str = "127.0.0.1") -> int:
@@ -230,7 +228,7 @@ def configure_crypten(dealer: Dealer) -> None:
 
     crypten = import_crypten()
     torch.set_num_threads(1)  # several parties share few cores; extra intra-op threads only thrash
-    crypten.cfg.mpc.provider = "TTP" if dealer == "ttp" else "TFP"
+    crypten.cfg.mpc.provider = dealers.get(dealer).provider
     crypten.cfg.communicator.verbose = True  # rounds/bytes statistics (mpc.stats)
     # Pairwise max costs far fewer rounds than the default log-reduction for the small k of SecPC.
     crypten.cfg.functions.max_method = "pairwise"
@@ -266,7 +264,7 @@ def start_party(rank: int, spec: PartySpec, rendezvous: str) -> Party:
         if interface is not None:
             os.environ["GLOO_SOCKET_IFNAME"] = interface
     party = Party(rank=rank, spec=spec)
-    if spec.dealer == "tfp" and rank == 0:
+    if dealers.get(spec.dealer).insecure and rank == 0:
         warnings.warn(TFP_WARNING, stacklevel=2)
         log.warning(TFP_WARNING)
     if party.is_dealer:

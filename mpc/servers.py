@@ -43,6 +43,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from mpc import dealer as dealers
 from mpc import layout as lay
 from mpc.clustering import SecureState
 from mpc.compat import import_crypten
@@ -87,7 +88,7 @@ class ServerLayout:
     @property
     def n_mpc_ranks(self) -> int:
         """Ranks in the CrypTen world: the compute parties and the dealer."""
-        return self.n_servers + (1 if self.dealer == "ttp" else 0)
+        return self.n_servers + int(dealers.get(self.dealer).needs_process)
 
     @property
     def world_size(self) -> int:

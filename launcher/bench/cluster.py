@@ -23,6 +23,8 @@ import time
 
 import torch
 
+from mpc.dealer import DEALERS
+
 
 def _blobs(n: int, m: int, k: int, seed: int, spread: float):
     """``bench secpc``'s public blobs with 32-number prompts, and the true labels."""
@@ -40,7 +42,7 @@ def parse(argv):
     ap.add_argument("--iters", type=int, default=10)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--spread", type=float, default=0.6, help="blob noise std before normalising")
-    ap.add_argument("--dealer", choices=("ttp", "tfp"), default="ttp")
+    ap.add_argument("--dealer", choices=tuple(DEALERS), default="ttp")
     ap.add_argument("--allow-insecure", action="store_true", help="needed for --dealer tfp (party 0 makes the triples)")
     ap.add_argument("--k-min", type=int, default=2)
     ap.add_argument("--k-max", type=int, default=6)
@@ -74,7 +76,7 @@ def main(argv: list[str]) -> int:
 
     world = MPI.COMM_WORLD
     size = world.Get_size()
-    n_clients = size - 1 if args.dealer == "ttp" else size
+    n_clients = size - int(DEALERS[args.dealer].needs_process)
     spec = PartySpec(n_clients=n_clients, dealer=args.dealer, allow_insecure=args.allow_insecure)
     # clients-only communicator for gathering stats (the dealer never joins it); collective, so
     # it must be created before the dealer disappears into its serving loop
@@ -145,7 +147,7 @@ def main(argv: list[str]) -> int:
         "bench": "cluster",
         "parties": n_clients,
         "dealer": args.dealer,
-        "insecure_dealer": args.dealer == "tfp",
+        "insecure_dealer": DEALERS[args.dealer].insecure,
         "rows": args.rows,
         "dim": args.dim,
         "k": args.k,

@@ -130,3 +130,14 @@ def test_real_routes_to_own_addresses():
     assert all(not a.startswith("127.") for _, a in found), found
     for name, address in found:  # what start_party puts in GLOO_SOCKET_IFNAME off loopback
         assert runtime.interface_towards(address) == name
+
+
+def test_the_dealer_registry_says_what_each_dealer_needs():
+    from mpc.dealer import DEALERS, get
+
+    assert get("ttp").needs_process and not get("ttp").insecure and get("ttp").provider == "TTP"
+    assert get("tfp").insecure and not get("tfp").needs_process
+    assert PartySpec(3).world_size == 4 and PartySpec(3, dealer="tfp", allow_insecure=True).world_size == 3
+    with pytest.raises(ValueError, match="one of"):
+        get("server")
+    assert set(DEALERS) == {"ttp", "tfp"}
