@@ -88,9 +88,3 @@ class World:
         request = self._comm.Ibarrier()
         while not request.Test():
             time.sleep(poll_s)
-
-    def abort(self, code: int = 1) -> None:
-        """Bring the whole job down: a failed rank must not leave the others waiting."""
-        if self._comm is not None:
-            self._comm.Abort(code)
-        raise SystemExit(code)
