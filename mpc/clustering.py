@@ -9,9 +9,10 @@ encryption:
 * one Lloyd iteration for all candidate k side by side costs, in party-to-party rounds:
   1 matmul (``[X; S; n] @ [S | n]^T`` gives ``X S^T``, ``||S_j||^2`` and ``n_j^2``) + 1 mul
   (``e = ||S||^2 - 2 n X.S``) + 1 mul (cross-multiplied pair operands) + 1 batched comparison
-  (all pairs of all candidates, 15 rounds) + ``ceil(log2(k_max - 1))`` AND rounds + 1 matmul
-  (``A^T [X | 1]`` = sums and counts) + ``ceil(log2 N)`` AND rounds (empty-cluster flag
-  ``z_j = prod_i (1 - A_ij)``) + 1 mul (empty clusters keep their (S, n));
+  (all pairs of all candidates, 8 rounds for any number of parties, :mod:`mpc.comparison`) +
+  ``ceil(log2(k_max - 1))`` AND rounds + 1 matmul (``A^T [X | 1]`` = sums and counts) + the
+  empty-cluster flag ``z_j = [n_j == 0]`` (:func:`mpc.comparison.none_of`: ``ceil(log2 b) + 2``
+  rounds for counts of ``b = ceil(log2(N + 1))`` bits) + 1 mul (empty clusters keep their (S, n));
 * the adaptive criterion runs once after the loop (see :func:`secure_silhouette_choice`);
 * with restarts (several groups of the same k, :func:`mpc.layout.candidate_groups`) every
   group runs in the same batched operations (more bytes, no more rounds); the winner among the
@@ -28,6 +29,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from mpc import comparison
 from mpc import layout as lay
 from mpc import secure_ops as so
 from mpc.compat import import_crypten
@@ -154,7 +156,7 @@ def kmeans_on_shares(
         with log.phase("lloyd"):
             A = _assign(Xi, SN, ks, J, L)
             SN_new = A.t().matmul(Xi)  # [A^T xq | A^T 1]
-            z = so.prod_tree(1 - A.t(), -1)  # 1 where the cluster received no row
+            z = comparison.none_of(A, 0)  # 1 where the cluster received no row
             SN = SN_new + SN * z.unsqueeze(1).expand(SN.shape[0], m + 1)
     with log.phase("assign_final"):
         A = _assign(Xi, SN, ks, J, L)
@@ -220,7 +222,9 @@ def secure_silhouette_choice(out: KMeansOutput, ks: list[int], N: int, log: Comm
         ab = so.matmul_public_int(both, gm)  # 2N x G
         a, b = ab[:Nr], ab[Nr:]  # a_i is 0 for a row alone in its cluster
         shared = so.matmul_public_int(As, gm).sum(0)  # rows not alone, per group (int)
-        r = (b + lay.EPS_SIL).reciprocal()
+        # b + eps lies in [2^-8, 8): b is a squared distance between points of the unit ball
+        # (>= -1e-4 after fixed-point error), eps = 2^-8
+        r = so.reciprocal_bounded(b + lay.EPS_SIL, int(math.log2(lay.EPS_SIL)), 3)
         # N * score = sum_i shared_i (1 - a_i / (b_i + eps)); s = -N * score
         s = (a * r).sum(0) - so.as_fixed(so.mul_public_int(shared, torch.tensor(1 << so.FIXED_BITS)))
     with log.phase("select_k"):

@@ -57,7 +57,7 @@ from mpc.compat import import_crypten
 T = TypeVar("T")
 _logger = logging.getLogger(__name__)
 
-KINDS = ("additive", "square", "binary", "wraps", "B2A")
+KINDS = ("additive", "square", "binary", "wraps", "B2A", "edabits")
 #: Beaver operations the dealer accepts in a batch (CrypTen's ``__beaver_protocol`` set)
 BEAVER_OPS = ("mul", "matmul", "conv1d", "conv2d", "conv_transpose1d", "conv_transpose2d")
 #: Most int64 words of party-0 material one dealer batch may carry (2 GiB); a phase that needs
@@ -249,12 +249,24 @@ def _record(req: tuple):
         return _zeros(req[1]), _zeros(req[2]), _zeros(output_shape(req))
     if kind == "binary":
         return _zeros(req[1], True), _zeros(req[2], True), _zeros(output_shape(req), True)
-    if kind == "B2A":
+    if kind in ("B2A", "edabits"):
         return _zeros(req[1]), _zeros(req[1], True)
     return _zeros(req[1]), _zeros(req[1])
 
 
 # ------------------------------------------------------------------ installation
+
+
+def _intercept(req: tuple) -> tuple | None:
+    """What every provider request does first: refuse after a mismatch; in a dry run, record
+    it and answer with zero shares; in a replay, check it against the plan (and stage party
+    0's stored share). None: the request goes on to CrypTen's code."""
+    _check_poisoned()
+    if _state.mode == "record":
+        return _record(req)
+    if _state.mode == "replay":
+        _check(req)
+    return None
 
 
 _INSTALLED = False
@@ -274,49 +286,24 @@ def install() -> None:
         NAME = "TTP"
 
         def generate_additive_triple(self, size0, size1, op, device=None, *args, **kwargs):  # noqa: ANN001
-            req = request_of("additive", size0, size1, op, *args, **kwargs)
-            _check_poisoned()
-            if _state.mode == "record":
-                return _record(req)
-            if _state.mode == "replay":
-                _check(req)
-            return super().generate_additive_triple(size0, size1, op, device, *args, **kwargs)
+            done = _intercept(request_of("additive", size0, size1, op, *args, **kwargs))
+            return done or super().generate_additive_triple(size0, size1, op, device, *args, **kwargs)
 
         def square(self, size, device=None):  # noqa: ANN001
-            req = request_of("square", size)
-            _check_poisoned()
-            if _state.mode == "record":
-                return _record(req)
-            if _state.mode == "replay":
-                _check(req)
-            return super().square(size, device=device)
+            return _intercept(request_of("square", size)) or super().square(size, device=device)
 
         def generate_binary_triple(self, size0, size1, device=None):  # noqa: ANN001
-            req = request_of("binary", size0, size1)
-            _check_poisoned()
-            if _state.mode == "record":
-                return _record(req)
-            if _state.mode == "replay":
-                _check(req)
-            return super().generate_binary_triple(size0, size1, device=device)
+            done = _intercept(request_of("binary", size0, size1))
+            return done or super().generate_binary_triple(size0, size1, device=device)
 
         def wrap_rng(self, size, device=None):  # noqa: ANN001
-            req = request_of("wraps", size)
-            _check_poisoned()
-            if _state.mode == "record":
-                return _record(req)
-            if _state.mode == "replay":
-                _check(req)
-            return super().wrap_rng(size, device=device)
+            return _intercept(request_of("wraps", size)) or super().wrap_rng(size, device=device)
 
         def B2A_rng(self, size, device=None):  # noqa: ANN001
-            req = request_of("B2A", size)
-            _check_poisoned()
-            if _state.mode == "record":
-                return _record(req)
-            if _state.mode == "replay":
-                _check(req)
-            return super().B2A_rng(size, device=device)
+            return _intercept(request_of("B2A", size)) or super().B2A_rng(size, device=device)
+
+        def edabits_rng(self, size, device=None):  # noqa: ANN001
+            return _intercept(request_of("edabits", size)) or _ttp_edabits_rng(size, device)
 
     vars(cmpc)["__SUPPORTED_PROVIDERS"]["TTP"] = PlannedTTP()
 
@@ -336,7 +323,47 @@ def install() -> None:
 
     client_cls.ttp_request = ttp_request
     ttp_provider.TTPServer.batch = _dealer_batch
+    ttp_provider.TTPServer.edabits = _dealer_edabits
+    from crypten.mpc.provider import tfp_provider
+
+    tfp_provider.TrustedFirstParty.edabits_rng = _tfp_edabits_rng
     _INSTALLED = True
+
+
+def _ttp_edabits_rng(size, device=None):  # noqa: ANN001
+    """A uniform ring element ``r`` shared arithmetically and bitwise (:mod:`mpc.comparison`).
+
+    As CrypTen's ``B2A_rng``, with 64 bits instead of one: every party draws its XOR share of
+    ``r`` from its dealer-keyed stream, parties 1.. their additive share too, and party 0's
+    additive share comes from the dealer (:func:`_dealer_edabits`), who alone can add them up.
+    """
+    from crypten.common.rng import generate_kbit_random_tensor, generate_random_ring_element
+    from crypten.mpc.primitives import ArithmeticSharedTensor, BinarySharedTensor
+    from crypten.mpc.provider.ttp_provider import TTPClient
+
+    comm = import_crypten().communicator.get()
+    generator = TTPClient.get().get_generator(device=device)
+    rB = generate_kbit_random_tensor(size, generator=generator, device=device)
+    if comm.get_rank() == 0:
+        rA = TTPClient.get().ttp_request("edabits", device, size)
+    else:
+        rA = generate_random_ring_element(size, generator=generator, device=device)
+    return ArithmeticSharedTensor.from_shares(rA, precision=0), BinarySharedTensor.from_shares(rB)
+
+
+def _dealer_edabits(self, size):  # noqa: ANN001 - a TTPServer method
+    """Party 0's additive share of ``r``, the XOR of every party's bitwise share."""
+    r = self._get_binary_PRSS(size)
+    return r - self._get_additive_PRSS(size, remove_rank=True)
+
+
+def _tfp_edabits_rng(self, size, device=None):  # noqa: ANN001 - a TrustedFirstParty method
+    """The insecure TFP dealer's edaBits: party 0 knows ``r`` (as with all its material)."""
+    from crypten.common.rng import generate_random_ring_element
+    from crypten.mpc.primitives import ArithmeticSharedTensor, BinarySharedTensor
+
+    r = generate_random_ring_element(size, device=device)
+    return ArithmeticSharedTensor(r, precision=0, src=0), BinarySharedTensor(r, src=0)
 
 
 def _dealer_batch(self, requests):  # noqa: ANN001 - a TTPServer method

@@ -227,6 +227,8 @@ def configure_crypten(dealer: Dealer) -> None:
     import torch
 
     crypten = import_crypten()
+    if crypten.cfg.debug.validation_mode:
+        raise ValueError("CrypTen's debug validation mode is not supported (mpc.compat reads it once, not per access)")
     torch.set_num_threads(1)  # several parties share few cores; extra intra-op threads only thrash
     crypten.cfg.mpc.provider = dealers.get(dealer).provider
     crypten.cfg.communicator.verbose = True  # rounds/bytes statistics (mpc.stats)

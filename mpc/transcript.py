@@ -3,8 +3,11 @@
 :class:`Recorder` wraps ``torch.distributed``'s point-to-point and collective calls inside one
 party process and keeps, for every call, the tensors the party holds afterwards: what it
 received, and the in/out buffers of collectives (gloo's ``reduce`` leaves partial sums in
-non-destination buffers: "after a collective" is where such leaks sit). Each entry is tagged
-with the protocol phase (:class:`mpc.stats.CommLog` phases).
+non-destination buffers: "after a collective" is where such leaks sit). An opening by direct
+exchange (:mod:`mpc.transport`) is recorded twice: each share received (``irecv``) and the sum
+the party forms from them (``open``), since a value can leak through the sum of messages that
+are each uniform. Each entry is tagged with the protocol phase (:class:`mpc.stats.CommLog`
+phases).
 
 :func:`compare` then decides whether a transcript depends on another party's secret, from two
 runs with secret input A and two with secret input B (same public inputs, same outputs' shapes):
@@ -52,9 +55,10 @@ class Recorder:
     def active(self) -> Iterator["Recorder"]:
         import torch.distributed as dist
 
-        from mpc import stats
+        from mpc import stats, transport
 
         originals = {name: getattr(dist, name) for name in _OPS if hasattr(dist, name)}
+        original_exchange = transport._exchange
         original_phase = stats.CommLog.phase
         recorder = self
 
@@ -78,12 +82,14 @@ class Recorder:
 
         for name, fn in originals.items():
             setattr(dist, name, wrap(name, fn))
+        transport._exchange = wrap("open", original_exchange)
         stats.CommLog.phase = phase
         try:
             yield self
         finally:
             for name, fn in originals.items():
                 setattr(dist, name, fn)
+            transport._exchange = original_exchange
             stats.CommLog.phase = original_phase
             self.snapshot()
 

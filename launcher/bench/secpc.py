@@ -21,11 +21,15 @@ equal to the reference's after relabelling, see :func:`_agreement` for why), ``m
 ``reference_k``.
 
 ``--baseline`` runs the round a second time in the same party world, on the same inputs, on
-CrypTen's online dealer path (party 0 asks the dealer once per triple, square, binary triple,
-wraps and B2A bit), and adds ``baseline_seconds``, ``baseline_rounds_party0``, ... beside the
+CrypTen's path: the online dealer (party 0 asks the dealer once per triple, square, binary
+triple, wraps and B2A bit) and CrypTen's comparisons (A2B with a tree of adders, rounds
+growing with log P), and adds ``baseline_seconds``, ``baseline_rounds_party0``, ... beside the
 offline-dealer figures, plus ``same_k`` and ``same_partition`` between the two runs. The
 offline-dealer run goes first, so any warm-up cost of the process falls on it, not on the
-baseline. ``--no-offline`` runs only CrypTen's path. ``--repeat N`` runs the round N times and
+baseline. ``--no-offline`` runs only CrypTen's path. ``--comparison crypten`` keeps CrypTen's
+comparisons in the new path and ``--ring`` CrypTen's ring all-reduce for openings (to tell apart
+the gains of the offline dealer, the edaBits comparisons, :mod:`mpc.comparison`, and the
+one-hop openings, :mod:`mpc.transport`). ``--repeat N`` runs the round N times and
 reports the last (``first_*``: the first); with ``--reuse-plans`` the later runs reuse the
 offline dealer's plans (no dry run).
 """
@@ -36,6 +40,8 @@ import argparse
 import json
 import sys
 import time
+from contextlib import contextmanager
+from typing import Iterator
 
 import torch
 
@@ -59,7 +65,11 @@ def parse(argv: list[str]) -> argparse.Namespace:
                     help="also run CrypTen's online dealer path (one request per triple at party 0) in the same "
                          "process on the same inputs, after the offline-dealer run, and print both")
     ap.add_argument("--no-offline", action="store_true",
-                    help="run only CrypTen's online dealer path (no offline phase)")
+                    help="run only CrypTen's path (online dealer, CrypTen's comparisons)")
+    ap.add_argument("--ring", action="store_true",
+                    help="open with gloo's ring all-reduce in the new path too (mpc.transport), as CrypTen does")
+    ap.add_argument("--comparison", choices=("edabits", "crypten"), default="edabits",
+                    help="comparison protocol of the new path (mpc.comparison); the baseline always uses CrypTen's")
     ap.add_argument("--repeat", type=int, default=1,
                     help="run the round this many times (same inputs, same party world) before the baseline; the "
                          "figures are the last run's, first_seconds / first_offline_seconds the first run's")
@@ -113,6 +123,8 @@ def main(argv: list[str]) -> int:
     last = args.repeat - 1
     out = _summary(args, world, [p[last] for p in parts], ref)
     out["offline_dealer"] = modes[0]
+    out["comparison"] = args.comparison if modes[0] else "crypten"
+    out["direct_openings"] = bool(modes[0] and not args.ring)
     if args.repeat > 1:
         first = _summary(args, world, [p[0] for p in parts], ref)
         out.update(repeat=args.repeat, first_seconds=first["seconds"], first_offline_seconds=first["offline_seconds"],
@@ -127,6 +139,18 @@ def main(argv: list[str]) -> int:
         out["same_partition"] = _same_partition(parts)
     print(json.dumps(out), flush=True)
     return 0
+
+
+@contextmanager
+def _path(new: bool, comparison_method: str, direct: bool = True) -> Iterator[None]:
+    """The new path (offline dealer, ``comparison_method``, openings in one hop if ``direct``)
+    or CrypTen's (online dealer, its own comparisons, gloo's ring all-reduce), at every party
+    alike."""
+    from mpc import comparison, preprocessing, transport
+
+    with preprocessing.enabled(new), comparison.using(comparison_method if new else "crypten"), \
+            transport.using(new and direct):
+        yield
 
 
 def _same_partition(parts: list) -> bool:
@@ -236,7 +260,6 @@ def _no_part() -> dict:
 def _servers(args, world, X, P, config, modes: list[bool]) -> list[dict]:
     from mpc.compat import import_crypten
     from mpc.runtime import PartySpec, init_from_mpi, shutdown
-    from mpc import preprocessing
     from mpc.servers import Inbox, ServerLayout, client_round, serve_round
 
     size, rank = world.Get_size(), world.Get_rank()
@@ -253,7 +276,7 @@ def _servers(args, world, X, P, config, modes: list[bool]) -> list[dict]:
             inbox = Inbox(world, lay, (X.shape[1], P.shape[1]))
             for r, offline in enumerate(modes):
                 import_crypten().communicator.get().barrier()
-                with preprocessing.enabled(offline):
+                with _path(offline, args.comparison, not args.ring):
                     res = serve_round(world, lay, r, config, None, deadline_s=args.wait_s, wait_s=args.wait_s,
                                       inbox=inbox)
                 parts[r].update(stats=res.stats, k=res.k)
@@ -273,7 +296,6 @@ def _servers(args, world, X, P, config, modes: list[bool]) -> list[dict]:
 
 
 def _peer(args, world, X, P, config, modes: list[bool]) -> list[dict]:
-    from mpc import preprocessing
     from mpc.layout import round_robin, rows_of
     from mpc.runtime import PartySpec, init_from_mpi, shutdown
     from mpc.compat import import_crypten
@@ -291,7 +313,7 @@ def _peer(args, world, X, P, config, modes: list[bool]) -> list[dict]:
     for part, offline in zip(parts, modes):
         import_crypten().communicator.get().barrier()
         t0 = time.perf_counter()
-        with preprocessing.enabled(offline):
+        with _path(offline, args.comparison, not args.ring):
             res = secpc_round(party, X[mine], P[mine], owners, config)
         seconds = time.perf_counter() - t0
         part.update(

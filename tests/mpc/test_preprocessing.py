@@ -120,8 +120,10 @@ def test_bench_secpc_baseline_under_mpirun(np_, args):
     assert res["agreement"] == res["baseline_agreement"] == res["first_agreement"] == 1.0
     assert res["same_k"] and res["same_partition"] and res["k"] == res["reference_k"]
     assert res["max_abs_error"] < 2e-4 and res["baseline_max_abs_error"] < 2e-4
-    # party 0's online rounds are the others' (its offline ones: a few per block)
-    assert res["online_rounds_party0"] == res["baseline_rounds"]
+    # party 0's online rounds are the others' (its offline ones: a few per block), and the
+    # edaBits comparisons take no more rounds than CrypTen's (fewer from 3 parties on)
+    assert res["online_rounds_party0"] == res["rounds"]
+    assert res["rounds"] <= res["baseline_rounds"]
     assert res["rounds_party0"] < res["baseline_rounds_party0"] / 2
     assert abs(res["online_seconds"] + res["offline_seconds"] - res["seconds"]) < 2e-3
 

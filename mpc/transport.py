@@ -1,0 +1,123 @@
+"""Openings in one hop: every party sends its share straight to every other party.
+
+CrypTen opens a shared value with ``torch.distributed.all_reduce``; gloo runs it as a ring,
+``2 (P - 1)`` message steps one after the other. On loopback with more processes than cores,
+each step costs a context switch, so at nine parties one opening took ~42 ms against ~8 ms
+for a direct exchange (``P - 1`` sends and receives in flight together, then a local sum), and
+2.5 vs 0.8 ms at three (2 busy cores, 2,000 words). SecPC is latency-bound, so this is the
+difference between a round that costs a ring and one that costs a hop.
+
+What a party sees changes in form, not in substance: with the ring, each party receives partial
+sums of the others' shares; here it receives each other party's share of the opened value. Every
+value CrypTen opens is masked share by share with fresh correlated randomness (Beaver's
+``x - a``, B2A's ``b ^ r``, the edaBits' ``x + r``, the wraps' ``x + r``, which CrypTen already
+opens with an all-gather of the individual shares), or is a public output whose shares are
+fresh sums of such terms; ``tests/mpc/test_security.py`` records every message and buffer of a
+whole round and checks that none depends on another party's secret.
+
+Bytes: a direct opening sends ``(P - 1) x`` the value where the ring sends about twice it, so
+messages over :data:`DIRECT_MAX_WORDS` words keep the ring (bandwidth matters there, not
+latency). :func:`using` ``(False)`` restores CrypTen's ring everywhere (the benchmark's baseline).
+"""
+
+from __future__ import annotations
+
+import timeit
+from contextlib import contextmanager
+from typing import Iterator
+
+import torch
+
+#: Largest tensor (in 64-bit words) opened by direct exchange; bigger ones use gloo's ring.
+DIRECT_MAX_WORDS = 1 << 16
+
+_DIRECT = True
+_INSTALLED = False
+
+
+def set_direct(flag: bool) -> None:
+    """Open by direct exchange (True) or with gloo's ring (False); every party alike."""
+    global _DIRECT
+    _DIRECT = bool(flag)
+
+
+def is_direct() -> bool:
+    return _DIRECT
+
+
+@contextmanager
+def using(flag: bool) -> Iterator[None]:
+    old = _DIRECT
+    set_direct(flag)
+    try:
+        yield
+    finally:
+        set_direct(old)
+
+
+def _exchange(comm, tensors: list[torch.Tensor], op) -> list[torch.Tensor]:  # noqa: ANN001
+    """Every party's tensors summed (or XORed) at every party, in one hop."""
+    import torch.distributed as dist
+
+    rank, size, group = comm.get_rank(), comm.get_world_size(), comm.main_group
+    bufs, reqs = [], []
+    for t in tensors:
+        t = t.contiguous()
+        got = []
+        for p in range(size):
+            if p == rank:
+                continue
+            reqs.append(dist.isend(t, dst=p, group=group))
+            b = torch.empty_like(t)
+            reqs.append(dist.irecv(b, src=p, group=group))
+            got.append(b)
+        bufs.append(got)
+    for r in reqs:
+        r.wait()
+    xor = op == dist.ReduceOp.BXOR
+    out = []
+    for t, got in zip(tensors, bufs):
+        total = t.clone()
+        for b in got:
+            if xor:
+                total ^= b
+            else:
+                total += b
+        out.append(total)
+    return out
+
+
+def install() -> None:
+    """Route CrypTen's ``all_reduce`` through :func:`_exchange` for small sum/XOR openings.
+    Called by :func:`mpc.compat.apply`; rounds and bytes are logged as CrypTen logs them (one
+    round; the bytes this party sends)."""
+    global _INSTALLED
+    if _INSTALLED:
+        return
+    import torch.distributed as dist
+    from crypten.communicator.distributed_communicator import DistributedCommunicator
+
+    ring = DistributedCommunicator.all_reduce  # CrypTen's, with its logging
+
+    def all_reduce(self, input, op=dist.ReduceOp.SUM, batched=False):  # noqa: A002, ANN001
+        tensors = list(input) if batched else [input]
+        size = self.get_world_size()
+        direct = (
+            _DIRECT
+            and op in (dist.ReduceOp.SUM, dist.ReduceOp.BXOR)
+            and all(torch.is_tensor(t) and not t.is_cuda and t.dtype == torch.long for t in tensors)
+            and sum(t.numel() for t in tensors) <= DIRECT_MAX_WORDS
+        )
+        if not direct:
+            return ring(self, input, op=op, batched=batched)
+        from mpc.compat import import_crypten
+
+        if import_crypten().cfg.communicator.verbose:
+            self._log_communication((size - 1) * sum(t.numel() for t in tensors))
+        tic = timeit.default_timer()
+        out = _exchange(self, tensors, op)
+        self._log_communication_time(timeit.default_timer() - tic)
+        return out if batched else out[0]
+
+    DistributedCommunicator.all_reduce = all_reduce
+    _INSTALLED = True
