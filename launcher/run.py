@@ -39,6 +39,7 @@ from launcher.metrics import EXTRA_SPLITS, RoundRow
 from launcher.rundir import CheckpointError, RunDir
 from launcher.methods import get as get_method, make_strategy
 from launcher.strategies import RoundInput
+from launcher.topology import client_ranks_for, roles
 from launcher.world import World, launched_by_mpi
 from mpc.layout import round_robin, rows_of
 
@@ -69,47 +70,6 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--run-dir", help="write here instead of <out_dir>/<generated name>")
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. rounds=3 mpc.k_max=3")
     return p.parse_args(argv)
-
-
-# ------------------------------------------------------------------------------- world
-
-
-def client_ranks_for(cfg: Config, world: World, uses_mpc: bool) -> int:
-    """How many ranks hold clients; raises ConfigError with the right mpirun line if wrong."""
-    from mpc.runtime import PartySpec
-
-    if uses_mpc and cfg.mpc.topology == "servers":
-        from launcher.ranks import server_layout
-
-        layout = server_layout(cfg)
-        hint = (f"mpirun -np {layout.world_size} python -m launcher run {' '.join(sys.argv[2:])}   # "
-                f"{layout.n_client_ranks} client rank(s) + {layout.n_servers} compute parties + "
-                f"{'1 TTP dealer' if cfg.mpc.dealer == 'ttp' else 'no dealer'}")
-        if not launched_by_mpi() or world.size != layout.world_size:
-            got = f"mpirun started {world.size} processes" if launched_by_mpi() else "not started by mpirun"
-            raise ConfigError(f"mpc.topology=servers: {got}; it needs {layout.world_size}:\n  {hint}")
-        return layout.n_client_ranks
-    if uses_mpc:
-        spec = PartySpec(cfg.n_clients, dealer=cfg.mpc.dealer,  # type: ignore[arg-type]
-                         allow_insecure=cfg.mpc.allow_insecure)
-        if not launched_by_mpi():
-            raise ConfigError(
-                f"method={cfg.method} runs one party per client under mpirun:\n  "
-                + spec.mpirun_hint("python -m launcher run " + " ".join(sys.argv[2:]))
-            )
-        if world.size != spec.world_size:
-            raise ConfigError(
-                f"mpirun started {world.size} processes; {cfg.n_clients} clients with "
-                f"dealer={cfg.mpc.dealer} need {spec.world_size}:\n  "
-                + spec.mpirun_hint("python -m launcher run " + " ".join(sys.argv[2:]))
-            )
-        return cfg.n_clients
-    if world.size not in (1, cfg.n_clients):
-        raise ConfigError(
-            f"method={cfg.method}: run in one process or with one rank per client "
-            f"(mpirun -np {cfg.n_clients}); got {world.size} processes"
-        )
-    return world.size
 
 
 # ------------------------------------------------------------------------------- setup
@@ -174,20 +134,6 @@ class _Local:
     classnames: list[str]
     resume_state: dict[str, Any] | None
     resume_round: int | None
-
-
-def _roles(n_ranks: int, n_client_ranks: int, n_clients: int, n_servers: int = 0) -> list[str]:
-    """Who each rank is, for failure messages: "client 3", "clients 0,3", "compute party 1", "TTP dealer"."""
-    roles = []
-    for r in range(n_ranks):
-        held = rows_of(r, round_robin(n_clients, n_client_ranks)) if r < n_client_ranks else []
-        if held:
-            roles.append(("client " if len(held) == 1 else "clients ") + ",".join(map(str, held)))
-        elif r < n_client_ranks + n_servers:
-            roles.append(f"compute party {r - n_client_ranks}")
-        else:
-            roles.append("TTP dealer")
-    return roles
 
 
 def verdict(statuses: list[dict[str, Any]]) -> None:
@@ -277,7 +223,7 @@ def run(cfg: Config, world: World, run_dir: Path | None = None, resume: bool = F
     _import_stack(uses_mpc)
     servers = uses_mpc and cfg.mpc.topology == "servers"
     faults.set_peers(world.allgather(list(faults.me())),
-                     _roles(max(world.size, 1), n_client_ranks, cfg.n_clients, cfg.mpc.servers if servers else 0))
+                     roles(max(world.size, 1), n_client_ranks, cfg.n_clients, cfg.mpc.servers if servers else 0))
     clients_world = world.split_clients(n_client_ranks)
     is_client = world.rank < n_client_ranks
     _set_thread_budget()

@@ -108,6 +108,23 @@ class RunDir:
         text = "".join(json.dumps(r.to_json(), sort_keys=True) + "\n" for r in rows)
         atomic_write_bytes(self.metrics_file(rank), text.encode())
 
+    def compute_costs_path(self, party: int) -> Path:
+        """Servers topology: compute party ``party``'s own costs per round and phase."""
+        return self.path / f"mpc.compute-{party}.jsonl"
+
+    def read_compute_costs(self, party: int, through_round: int | None = None) -> list[dict[str, Any]]:
+        """Compute party ``party``'s cost records (1-based ``round`` <= ``through_round`` if given)."""
+        path = self.compute_costs_path(party)
+        if not path.is_file():
+            return []
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line]
+        return [c for c in rows if through_round is None or c["round"] <= through_round]
+
+    def write_compute_costs(self, party: int, costs: Iterable[dict[str, Any]]) -> None:
+        """Rewrite the whole cost log, atomically (as :meth:`write_metrics`)."""
+        text = "".join(json.dumps(c, sort_keys=True) + "\n" for c in costs)
+        atomic_write_bytes(self.compute_costs_path(party), text.encode())
+
     def write_summary(self, summary: dict[str, Any]) -> None:
         atomic_write_bytes(self.summary_path, (json.dumps(summary, indent=2, sort_keys=True) + "\n").encode())
 

@@ -11,7 +11,6 @@ honest server (:mod:`mpc.reference`), which is what SecFPP must match up to fixe
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
@@ -219,7 +218,7 @@ class SecFPP(Strategy):
         """Servers topology: send shares to the compute parties, rebuild the own clients' rows."""
         from mpi4py import MPI
 
-        from launcher.ranks import server_layout
+        from launcher.topology import server_layout
         from mpc.servers import client_round
 
         res = client_round(MPI.COMM_WORLD, server_layout(self.cfg), inp.round_idx, ids, x, p, self.cfg.mpc.wait_s)
@@ -246,8 +245,9 @@ class SecFPP(Strategy):
         from mpc.clustering import SecureState
 
         self.schedule.k = state["k"]
-        self.features.load_state_dict(state["features"])
-        self.warm = {kr: SecureState.from_state(w) for kr, w in state["warm"].items()}
+        if "features" in state:  # compute-party shards written before they shared this format had none
+            self.features.load_state_dict(state["features"])
+        self.warm = {tuple(kr): SecureState.from_state(w) for kr, w in state["warm"].items()}
 
     def close(self) -> None:
         from mpc.runtime import shutdown
@@ -261,17 +261,17 @@ def serve(cfg: Config, world: World, mpc_world: World, rd: Any, resume_round: in
 
     Every round: collect the clients' shares, run SecPC, checkpoint this party's shares of the
     centres (before any client sees an output, so a round a client has seen is resumable), send
-    each client rank its rows' output shares, and log this party's costs per phase to
-    ``mpc.compute-<s>.jsonl`` in the run directory (the clients' ``metrics.jsonl`` carries their
-    own view: two messages, their bytes, their wall time). The adaptive-k schedule is the clients' own
-    (:class:`_AdaptiveSchedule`), driven by the revealed k.
+    each client rank its rows' output shares, and log this party's costs per phase
+    (:meth:`RunDir.write_compute_costs`; the clients' ``metrics.jsonl`` carries their own view:
+    two messages, their bytes, their wall time). The compute party's state is a :class:`SecFPP`
+    with no clients of its own, so its checkpoint has the format of every other SecFPP shard
+    (``{"k", "warm", "features"}``) and its adaptive-k schedule is the clients' own, driven by
+    the revealed k.
     """
     from launcher import faults
-    from launcher.ranks import server_layout
-    from mpc.clustering import SecureState
+    from launcher.topology import server_layout
     from mpc.runtime import PartySpec, init_from_mpi, shutdown
     from mpc.servers import Inbox, drain_late, serve_round
-    from prompts.atomic import atomic_write_bytes
     from prompts.backbone import text_width
 
     layout = server_layout(cfg)
@@ -282,38 +282,34 @@ def serve(cfg: Config, world: World, mpc_world: World, rd: Any, resume_round: in
         return
     # the public shape of a client's row, from the config alone: anything else is refused
     inbox = Inbox(world._comm, layout, (cfg.mpc.proj_dim, cfg.model.n_ctx * text_width(cfg.model.name)))
-    schedule, warm, start = _AdaptiveSchedule(cfg), {}, 0
+    state = SecFPP(cfg, world, None)  # its schedule and encrypted centres; no clients, no features
+    cfg_sha = rd.config_sha(cfg.to_dict())
+    start = 0
     if resume_round is not None:
-        state = rd.load_shard(resume_round, world.rank, rd.config_sha(cfg.to_dict()), n_client_ranks)
-        schedule.k = state["k"]
-        warm = {tuple(kr): SecureState.from_state(w) for kr, w in state["warm"].items()}
+        state.load_state_dict(rd.load_shard(resume_round, world.rank, cfg_sha, n_client_ranks))
         start = resume_round + 1
     last = None
-    cost_path = rd.path / f"mpc.compute-{mpc_world.rank}.jsonl"  # this compute party's own costs per round
-    costs = [c for c in map(json.loads, cost_path.read_text().splitlines()) if c["round"] <= start] \
-        if cost_path.is_file() else []
+    costs = rd.read_compute_costs(mpc_world.rank, through_round=start)
     for r in range(start, cfg.rounds):
         faults.enter("secpc", r)
-        k_range = schedule.k_range(r)
+        k_range = state.schedule.k_range(r)
 
         def checkpoint(res: Any, r: int = r, k_range: tuple[int, int] = k_range) -> None:
             if res.k:
-                warm[k_range], schedule.k = res.state, res.k
+                state.warm[k_range], state.schedule.k = res.state, res.k
             if res.dropped:
                 log.warning("round %d: clients %s left out (no shares by the deadline)", r + 1, res.dropped)
             if res.invalid:
                 log.warning("round %d: clients %s left out (inputs failed the check on the shares)", r + 1, res.invalid)
             faults.enter("checkpoint", r)
-            rd.save_shard(r, world.rank, {"k": schedule.k, "warm": {kr: s.state_dict() for kr, s in warm.items()}},
-                          rd.config_sha(cfg.to_dict()), n_client_ranks)
+            rd.save_shard(r, world.rank, state.state_dict(), cfg_sha, n_client_ranks)
 
-        last = serve_round(world._comm, layout, r, schedule.round_config(r), warm.get(k_range),
+        last = serve_round(world._comm, layout, r, state.schedule.round_config(r), state.warm.get(k_range),
                            cfg.mpc.deadline_s, cfg.mpc.wait_s, before_output=checkpoint, inbox=inbox)
         costs.append({"round": r + 1, "k": last.k, "rows": len(last.included), "dropouts": last.dropped,
                       "invalid": last.invalid, "refused": {str(k): v for k, v in last.refused.items()},
                       "phases": last.stats})
-        atomic_write_bytes(rd.path / f"mpc.compute-{mpc_world.rank}.jsonl",
-                           "".join(json.dumps(c, sort_keys=True) + "\n" for c in costs).encode())
+        rd.write_compute_costs(mpc_world.rank, costs)
     faults.enter("done")
     if last is not None and last.dropped:  # answer a client rank that is still late for the last round
         late_ranks = sorted({layout.owners()[c] for c in last.dropped})

@@ -146,3 +146,11 @@ def test_ranks_prints_the_one_host_mpirun_line_with_tcp_on_loopback(capsys):
     line = capsys.readouterr().out.strip()
     assert line.startswith("mpirun --oversubscribe --mca btl_tcp_if_include lo -np 10 python -m launcher run")
     assert line.endswith("rounds=2")
+
+
+def test_topology_names_every_rank_of_both_layouts():
+    from launcher.topology import roles
+
+    assert roles(6, 2, 9, 3) == ["clients 0,2,4,6,8", "clients 1,3,5,7", "compute party 0", "compute party 1",
+                                 "compute party 2", "TTP dealer"]
+    assert roles(4, 3, 3) == ["client 0", "client 1", "client 2", "TTP dealer"]
