@@ -218,10 +218,16 @@ class SecFPP(Strategy):
         """Servers topology: send shares to the compute parties, rebuild the own clients' rows."""
         from mpi4py import MPI
 
+        from launcher import faults
         from launcher.topology import server_layout
         from mpc.servers import client_round
 
-        res = client_round(MPI.COMM_WORLD, server_layout(self.cfg), inp.round_idx, ids, x, p, self.cfg.mpc.wait_s)
+        layout = server_layout(self.cfg)
+        # a compute party or the dealer that dies ends the round here, named, not after wait_s;
+        # the steps are the fault matrix's "before sharing" and "after sharing, before the output"
+        res = client_round(MPI.COMM_WORLD, layout, inp.round_idx, ids, x, p, self.cfg.mpc.wait_s,
+                           check=faults.require_alive(list(range(layout.n_client_ranks, layout.world_size))),
+                           on_step=faults.enter_step)
         shape = inp.domain_init.shape
         rows = {cid: res.rows[cid].reshape(shape) for cid in res.included}
         self.features.installed_now({**inp.prompts, **rows})
@@ -254,64 +260,3 @@ class SecFPP(Strategy):
 
         if self.party is not None:  # servers topology: clients are not CrypTen parties
             shutdown(self.party)
-
-
-def serve(cfg: Config, world: World, mpc_world: World, rd: Any, resume_round: int | None, n_client_ranks: int) -> None:
-    """A compute party's (or the dealer's) whole run in the servers topology.
-
-    Every round: collect the clients' shares, run SecPC, checkpoint this party's shares of the
-    centres (before any client sees an output, so a round a client has seen is resumable), send
-    each client rank its rows' output shares, and log this party's costs per phase
-    (:meth:`RunDir.write_compute_costs`; the clients' ``metrics.jsonl`` carries their own view:
-    two messages, their bytes, their wall time). The compute party's state is a :class:`SecFPP`
-    with no clients of its own, so its checkpoint has the format of every other SecFPP shard
-    (``{"k", "warm", "features"}``) and its adaptive-k schedule is the clients' own, driven by
-    the revealed k.
-    """
-    from launcher import faults
-    from launcher.topology import server_layout
-    from mpc.runtime import PartySpec, init_from_mpi, shutdown
-    from mpc.servers import Inbox, drain_late, serve_round
-    from prompts.backbone import text_width
-
-    layout = server_layout(cfg)
-    spec = PartySpec(cfg.mpc.servers, dealer=cfg.mpc.dealer, address=cfg.mpc.address,  # type: ignore[arg-type]
-                     timeout_s=cfg.mpc.timeout_s, allow_insecure=cfg.mpc.allow_insecure)
-    party = init_from_mpi(spec, comm=mpc_world._comm)
-    if party.is_dealer:
-        return
-    # the public shape of a client's row, from the config alone: anything else is refused
-    inbox = Inbox(world._comm, layout, (cfg.mpc.proj_dim, cfg.model.n_ctx * text_width(cfg.model.name)))
-    state = SecFPP(cfg, world, None)  # its schedule and encrypted centres; no clients, no features
-    cfg_sha = rd.config_sha(cfg.to_dict())
-    start = 0
-    if resume_round is not None:
-        state.load_state_dict(rd.load_shard(resume_round, world.rank, cfg_sha, n_client_ranks))
-        start = resume_round + 1
-    last = None
-    costs = rd.read_compute_costs(mpc_world.rank, through_round=start)
-    for r in range(start, cfg.rounds):
-        faults.enter("secpc", r)
-        k_range = state.schedule.k_range(r)
-
-        def checkpoint(res: Any, r: int = r, k_range: tuple[int, int] = k_range) -> None:
-            if res.k:
-                state.warm[k_range], state.schedule.k = res.state, res.k
-            if res.dropped:
-                log.warning("round %d: clients %s left out (no shares by the deadline)", r + 1, res.dropped)
-            if res.invalid:
-                log.warning("round %d: clients %s left out (inputs failed the check on the shares)", r + 1, res.invalid)
-            faults.enter("checkpoint", r)
-            rd.save_shard(r, world.rank, state.state_dict(), cfg_sha, n_client_ranks)
-
-        last = serve_round(world._comm, layout, r, state.schedule.round_config(r), state.warm.get(k_range),
-                           cfg.mpc.deadline_s, cfg.mpc.wait_s, before_output=checkpoint, inbox=inbox)
-        costs.append({"round": r + 1, "k": last.k, "rows": len(last.included), "dropouts": last.dropped,
-                      "invalid": last.invalid, "refused": {str(k): v for k, v in last.refused.items()},
-                      "phases": last.stats})
-        rd.write_compute_costs(mpc_world.rank, costs)
-    faults.enter("done")
-    if last is not None and last.dropped:  # answer a client rank that is still late for the last round
-        late_ranks = sorted({layout.owners()[c] for c in last.dropped})
-        drain_late(inbox, cfg.rounds - 1, late_ranks, cfg.mpc.deadline_s)
-    shutdown(party)

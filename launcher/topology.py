@@ -10,6 +10,7 @@ that from here, so the layout is written once.
 
 from __future__ import annotations
 
+import os
 import shlex
 import sys
 from typing import TYPE_CHECKING
@@ -27,6 +28,11 @@ if TYPE_CHECKING:
 #: PRRTE's out-of-band launch channel cannot be restricted the same way in Open MPI 5.0.11 (with
 #: ``oob_tcp_if_include lo`` it finds "no network interfaces"); it carries launch control, not shares.
 MPIRUN_ONE_HOST = ("mpirun", "--oversubscribe", "--mca", "btl_tcp_if_include", "lo")
+
+#: Open MPI 5's switch that keeps the other ranks running when one dies (needed for
+#: ``mpc.tolerate_rank_loss``: without it ``mpirun`` ends the whole job on the first death).
+RECOVERY_FLAG = "--enable-recovery"
+
 
 def uses_servers(cfg: Config) -> bool:
     """Whether this run is SecFPP in the server-aided topology."""
@@ -62,9 +68,16 @@ def _peer_spec(cfg: Config) -> "PartySpec":
                      allow_insecure=cfg.mpc.allow_insecure)
 
 
+def needs_recovery(cfg: Config) -> bool:
+    """Whether the job must be started with ``mpirun --enable-recovery``: a servers run that asks
+    to survive a dead client rank (``mpc.tolerate_rank_loss``)."""
+    return uses_servers(cfg) and cfg.mpc.tolerate_rank_loss
+
+
 def mpirun_line(cfg: Config, run_args: list[str]) -> list[str]:
     """The one-host ``mpirun`` command line that runs ``python -m launcher run run_args``."""
-    return [*MPIRUN_ONE_HOST, "-np", str(world_size(cfg)), "python", "-m", "launcher", "run", *run_args]
+    head = [*MPIRUN_ONE_HOST, *([RECOVERY_FLAG] if needs_recovery(cfg) else [])]
+    return [*head, "-np", str(world_size(cfg)), "python", "-m", "launcher", "run", *run_args]
 
 
 def client_ranks_for(cfg: Config, world: World, uses_mpc: bool) -> int:
@@ -72,7 +85,8 @@ def client_ranks_for(cfg: Config, world: World, uses_mpc: bool) -> int:
     args = " ".join(sys.argv[2:])
     if uses_mpc and cfg.mpc.topology == "servers":
         layout = server_layout(cfg)
-        hint = (f"mpirun -np {layout.world_size} python -m launcher run {args}   # "
+        flag = f"{RECOVERY_FLAG} " if needs_recovery(cfg) else ""
+        hint = (f"mpirun {flag}-np {layout.world_size} python -m launcher run {args}   # "
                 f"{layout.n_client_ranks} client rank(s) + {layout.n_servers} compute parties + "
                 f"{'1 TTP dealer' if cfg.mpc.dealer == 'ttp' else 'no dealer'}")
         if not launched_by_mpi() or world.size != layout.world_size:
@@ -113,6 +127,32 @@ def roles(n_ranks: int, n_client_ranks: int, n_clients: int, n_servers: int = 0)
         else:
             out.append("TTP dealer")
     return out
+
+
+def recovery_enabled() -> bool | None:
+    """Whether the ``mpirun`` that started this process was given ``--enable-recovery``.
+
+    Open MPI 5 tells a rank nothing about it (no environment variable, and mpi4py has no MPI_T
+    access to ``mpi_ft_enable``), so this reads the command line of the ``mpirun``/``prterun``
+    among this process's ancestors. ``None`` when there is none on this host (a rank started by
+    a remote ``prted``): the launcher asks rank 0, which runs where ``mpirun`` does."""
+    pid = os.getppid()
+    for _ in range(32):
+        if pid <= 1:
+            return None
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                argv = fh.read().split(b"\0")
+            with open(f"/proc/{pid}/stat") as fh:
+                ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            return None
+        name = os.path.basename(argv[0].decode(errors="replace")) if argv and argv[0] else ""
+        if name in ("mpirun", "mpiexec", "prterun", "orterun"):
+            words = [w.decode(errors="replace") for w in argv[1:]]
+            return RECOVERY_FLAG in words or any(w.startswith("--with-ft") for w in words)
+        pid = ppid
+    return None
 
 
 def one_host_command(cfg: Config, config_path: str | None, overrides: list[str]) -> str:
