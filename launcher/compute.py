@@ -116,7 +116,9 @@ def serve(cfg: Config, world: World, mpc_world: World, rd: RunDir, resume_round:
     shutdown(party)
     if books is not None:
         books.finish()
-    return EXIT_DROPOUTS if inbox.lost else 0
+    # only the bookkeeper says "with dropouts": a rank that exits non-zero early can make Open MPI
+    # drop the output the others print after it (compute party 0's summary line)
+    return EXIT_DROPOUTS if books is not None and books.ever_lost else 0
 
 
 def _agree_on_lost(cc: Any, mine: set[int], n_client_ranks: int) -> set[int]:
