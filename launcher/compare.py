@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from launcher.config import ConfigError, load_config
-from launcher.ranks import world_size
+from launcher.topology import world_size
 from launcher.rundir import RunDir
 from launcher import methods
 from launcher.metrics import EXTRA_SPLITS

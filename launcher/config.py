@@ -127,6 +127,9 @@ class MPCConfig:
     # must fit in it) and for a compute party's answer
     deadline_s: float = above(0, 60.0)
     wait_s: float = above(0, 3600.0)
+    # servers topology: keep the run going when a client *rank* dies (its clients are left out
+    # for the rest of the run; docs/operations.md). Needs ``mpirun --enable-recovery``.
+    tolerate_rank_loss: bool = False
 
 
 @dataclass
@@ -221,6 +224,12 @@ def _check_relations(cfg: Config) -> None:
         need(cfg.method == "secfpp", f"mpc.topology=servers is SecFPP's; method={cfg.method} has no compute parties")
         need(p.client_ranks <= cfg.n_clients,
              f"mpc.client_ranks={p.client_ranks} exceeds the number of clients ({cfg.n_clients})")
+    need(not p.tolerate_rank_loss or (p.topology == "servers" and cfg.method == "secfpp"),
+         "mpc.tolerate_rank_loss: only the servers topology (mpc.topology=servers) survives a dead client rank; "
+         "in the peer topology every client is a party of every step")
+    need(not p.tolerate_rank_loss or p.timeout_s > 2 * p.deadline_s,
+         f"mpc.tolerate_rank_loss: mpc.timeout_s={p.timeout_s:g} must exceed twice mpc.deadline_s={p.deadline_s:g} "
+         "(the other compute parties and the dealer wait while compute party 0 waits out a silent client rank)")
     if cfg.method in ("secfpp", "clustered"):
         need(p.k_max <= cfg.n_clients, f"mpc.k_max={p.k_max} exceeds the number of clients ({cfg.n_clients})")
         need(cfg.n_clients >= 2, "secure clustering needs at least 2 clients")

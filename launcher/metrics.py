@@ -59,6 +59,10 @@ class RoundRow:
     # clients left out of this round's aggregation (dead, or their shares missed the deadline):
     # their prompts stay as they were; dead clients are not evaluated either
     dropouts: list[int] | None = None
+    # servers topology, written by compute party 0: why each dropped client is out ("no shares by
+    # the deadline", "rank lost", ...), and the client ranks lost so far (their clients stay out)
+    dropout_reasons: dict[str, str] | None = None
+    lost_ranks: list[int] | None = None
     acc_domain: dict[str, float] | None = None
     mean_acc_domain: float | None = None
     zeroshot_acc_domain: float | None = None

@@ -1,41 +1,16 @@
-"""``python -m launcher ranks --config C [k=v ...]``: print the mpirun process count a config needs."""
+"""``python -m launcher ranks --config C [k=v ...]``: print the mpirun process count a config needs.
+
+A thin command line over :mod:`launcher.topology`, where the world's layout is written."""
 
 from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
 
-from launcher.config import Config, ConfigError, load_config
+from launcher.config import ConfigError, load_config
+from launcher.topology import MPIRUN_ONE_HOST, one_host_command, world_size
 
-
-def world_size(cfg: Config) -> int:
-    """Plaintext methods: one rank per client; SecFPP: the party world's own count (dealer included)
-    in the peer topology, client ranks + compute parties + dealer in the servers topology."""
-    from launcher.methods import get
-
-    if not get(cfg.method).uses_mpc:
-        return cfg.n_clients
-    if cfg.mpc.topology == "servers":
-        return server_layout(cfg).world_size
-    from mpc.runtime import PartySpec
-
-    return PartySpec(cfg.n_clients, dealer=cfg.mpc.dealer,  # type: ignore[arg-type]
-                     allow_insecure=cfg.mpc.allow_insecure).world_size
-
-
-def server_layout(cfg: Config) -> Any:
-    """The servers topology's ranks (:class:`mpc.servers.ServerLayout`) for this config."""
-    from mpc.servers import ServerLayout
-
-    return ServerLayout(cfg.mpc.servers, cfg.mpc.client_ranks, cfg.n_clients, cfg.mpc.dealer)
-
-
-#: One host: Open MPI's TCP transport on loopback only (on one host it uses shared memory anyway;
-#: this keeps the client ranks' share messages off every network interface should it pick TCP).
-#: PRRTE's out-of-band launch channel cannot be restricted the same way in Open MPI 5.0.11 (with
-#: ``oob_tcp_if_include lo`` it finds "no network interfaces"); it carries launch control, not shares.
-MPIRUN_ONE_HOST = ("mpirun", "--oversubscribe", "--mca", "btl_tcp_if_include", "lo")
+__all__ = ["MPIRUN_ONE_HOST", "main", "world_size"]
 
 
 def main(argv: list[str]) -> int:
@@ -50,12 +25,5 @@ def main(argv: list[str]) -> int:
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    if args.command:
-        import shlex
-
-        line = [*MPIRUN_ONE_HOST, "-np", str(world_size(cfg)), "python", "-m", "launcher", "run",
-                *(["--config", args.config] if args.config else []), *args.overrides]
-        print(shlex.join(line))
-    else:
-        print(world_size(cfg))
+    print(one_host_command(cfg, args.config, args.overrides) if args.command else world_size(cfg))
     return 0

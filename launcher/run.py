@@ -39,6 +39,7 @@ from launcher.metrics import EXTRA_SPLITS, RoundRow
 from launcher.rundir import CheckpointError, RunDir
 from launcher.methods import get as get_method, make_strategy
 from launcher.strategies import RoundInput
+from launcher.topology import client_ranks_for, roles
 from launcher.world import World, launched_by_mpi
 from mpc.layout import round_robin, rows_of
 
@@ -69,47 +70,6 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--run-dir", help="write here instead of <out_dir>/<generated name>")
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. rounds=3 mpc.k_max=3")
     return p.parse_args(argv)
-
-
-# ------------------------------------------------------------------------------- world
-
-
-def client_ranks_for(cfg: Config, world: World, uses_mpc: bool) -> int:
-    """How many ranks hold clients; raises ConfigError with the right mpirun line if wrong."""
-    from mpc.runtime import PartySpec
-
-    if uses_mpc and cfg.mpc.topology == "servers":
-        from launcher.ranks import server_layout
-
-        layout = server_layout(cfg)
-        hint = (f"mpirun -np {layout.world_size} python -m launcher run {' '.join(sys.argv[2:])}   # "
-                f"{layout.n_client_ranks} client rank(s) + {layout.n_servers} compute parties + "
-                f"{'1 TTP dealer' if cfg.mpc.dealer == 'ttp' else 'no dealer'}")
-        if not launched_by_mpi() or world.size != layout.world_size:
-            got = f"mpirun started {world.size} processes" if launched_by_mpi() else "not started by mpirun"
-            raise ConfigError(f"mpc.topology=servers: {got}; it needs {layout.world_size}:\n  {hint}")
-        return layout.n_client_ranks
-    if uses_mpc:
-        spec = PartySpec(cfg.n_clients, dealer=cfg.mpc.dealer,  # type: ignore[arg-type]
-                         allow_insecure=cfg.mpc.allow_insecure)
-        if not launched_by_mpi():
-            raise ConfigError(
-                f"method={cfg.method} runs one party per client under mpirun:\n  "
-                + spec.mpirun_hint("python -m launcher run " + " ".join(sys.argv[2:]))
-            )
-        if world.size != spec.world_size:
-            raise ConfigError(
-                f"mpirun started {world.size} processes; {cfg.n_clients} clients with "
-                f"dealer={cfg.mpc.dealer} need {spec.world_size}:\n  "
-                + spec.mpirun_hint("python -m launcher run " + " ".join(sys.argv[2:]))
-            )
-        return cfg.n_clients
-    if world.size not in (1, cfg.n_clients):
-        raise ConfigError(
-            f"method={cfg.method}: run in one process or with one rank per client "
-            f"(mpirun -np {cfg.n_clients}); got {world.size} processes"
-        )
-    return world.size
 
 
 # ------------------------------------------------------------------------------- setup
@@ -176,20 +136,6 @@ class _Local:
     resume_round: int | None
 
 
-def _roles(n_ranks: int, n_client_ranks: int, n_clients: int, n_servers: int = 0) -> list[str]:
-    """Who each rank is, for failure messages: "client 3", "clients 0,3", "compute party 1", "TTP dealer"."""
-    roles = []
-    for r in range(n_ranks):
-        held = rows_of(r, round_robin(n_clients, n_client_ranks)) if r < n_client_ranks else []
-        if held:
-            roles.append(("client " if len(held) == 1 else "clients ") + ",".join(map(str, held)))
-        elif r < n_client_ranks + n_servers:
-            roles.append(f"compute party {r - n_client_ranks}")
-        else:
-            roles.append("TTP dealer")
-    return roles
-
-
 def verdict(statuses: list[dict[str, Any]]) -> None:
     """Raise the same ConfigError on every rank if any rank's set-up failed or class lists differ."""
     failed = [(r, s["error"]) for r, s in enumerate(statuses) if s.get("error")]
@@ -228,11 +174,18 @@ def _set_thread_budget() -> None:
 
 
 def _set_up(cfg: Config, rd: RunDir, rank: int, n_client_ranks: int, resume: bool) -> _Local:
-    """Everything slow and local, before the party world exists (client ranks only)."""
+    """Everything slow and local, before the party world exists (client ranks only).
+
+    On ``--resume`` a client rank lost during the run (servers topology) takes its clients
+    back from its own last checkpoint; the run goes on from the last complete round."""
     client_ids = rows_of(rank, round_robin(cfg.n_clients, n_client_ranks))
     clients, backbone, classnames = build_clients(cfg, client_ids)
     last = rd.last_complete_round() if resume else None
-    state = rd.load_shard(last, rank, rd.config_sha(cfg.to_dict()), n_client_ranks) if last is not None else None
+    own = rd.resume_round_of(rank, last) if last is not None else None
+    if own is not None and own != last:
+        log.warning("client rank %d was lost in round %d; its clients resume from their checkpoint of round %d",
+                    rank, own + 2, own + 1)
+    state = rd.load_shard(own, rank, rd.config_sha(cfg.to_dict()), n_client_ranks) if own is not None else None
     return _Local(clients, backbone, classnames, state, last)
 
 
@@ -268,16 +221,19 @@ def _default_run_dir(cfg: Config) -> Path:
     return Path(cfg.out_dir) / name
 
 
-def run(cfg: Config, world: World, run_dir: Path | None = None, resume: bool = False) -> dict[str, Any] | None:
-    """Run (or resume) one experiment on this rank; rank 0 returns the summary."""
-    from launcher import report, secure
+def run(cfg: Config, world: World, run_dir: Path | None = None, resume: bool = False) -> int:
+    """Run (or resume) one experiment on this rank; returns this rank's exit code (0, or
+    :data:`launcher.compute.EXIT_DROPOUTS` at the compute party that kept the books of a run
+    that lost a client rank)."""
+    from launcher import compute, report, secure
+    from launcher.topology import needs_recovery, recovery_enabled, server_layout
 
     uses_mpc = get_method(cfg.method).uses_mpc
     n_client_ranks = client_ranks_for(cfg, world, uses_mpc)
     _import_stack(uses_mpc)
     servers = uses_mpc and cfg.mpc.topology == "servers"
     faults.set_peers(world.allgather(list(faults.me())),
-                     _roles(max(world.size, 1), n_client_ranks, cfg.n_clients, cfg.mpc.servers if servers else 0))
+                     roles(max(world.size, 1), n_client_ranks, cfg.n_clients, cfg.mpc.servers if servers else 0))
     clients_world = world.split_clients(n_client_ranks)
     is_client = world.rank < n_client_ranks
     _set_thread_budget()
@@ -288,6 +244,10 @@ def run(cfg: Config, world: World, run_dir: Path | None = None, resume: bool = F
     local, status = None, {"error": None, "classnames": None, "device": None}
     if is_client:
         try:
+            if world.rank == 0 and needs_recovery(cfg) and recovery_enabled() is False:
+                raise ConfigError(
+                    "mpc.tolerate_rank_loss=true needs mpirun --enable-recovery (without it mpirun ends the whole "
+                    "job when one rank dies); `python -m launcher ranks --command` prints the line")
             local = _set_up(cfg, rd, clients_world.rank, n_client_ranks, resume)
             status.update(classnames=local.classnames, device=str(local.backbone.device),
                           run_dir=str(rd.path), resume_round=local.resume_round)
@@ -300,6 +260,7 @@ def run(cfg: Config, world: World, run_dir: Path | None = None, resume: bool = F
     world.wait_for_all()  # sleeps, however long another rank's set-up takes
     statuses = world.allgather(status)
     verdict(statuses)
+    devices = [s["device"] for s in statuses if s["device"] is not None]
 
     if uses_mpc:
         from mpc import stats
@@ -308,22 +269,26 @@ def run(cfg: Config, world: World, run_dir: Path | None = None, resume: bool = F
         faults.enter("join" if is_client else "dealer")
     if servers and not is_client:  # a compute party or the dealer: no clients, no training
         head = statuses[0]
-        secure.serve(cfg, world, clients_world, RunDir(head["run_dir"]), head["resume_round"], n_client_ranks)
-        return None
+        return compute.serve(cfg, world, clients_world, RunDir(head["run_dir"]), head["resume_round"],
+                             n_client_ranks, devices)
     party = secure.join_party_world(cfg, world) if uses_mpc and not servers else None
     if party is not None and party.is_dealer:
-        return None  # the TTP dealer served until the clients shut down
+        return 0  # the TTP dealer served until the clients shut down
     assert local is not None and rd is not None
     clients, backbone, classnames = local.clients, local.backbone, local.classnames
     strategy = make_strategy(cfg, clients_world, party)
     for c in clients:
         strategy.prepare_client(c.cid, c.learner)
     # Evaluation-only traffic (true domains, accuracies, timings, own cluster labels) crosses
-    # ranks only with evaluation.gather; otherwise each rank logs its own clients.
+    # ranks only with evaluation.gather; otherwise each rank logs its own clients. In the servers
+    # topology it goes to compute party 0, which keeps the books (launcher.compute): client ranks
+    # there meet at no barrier and exchange nothing once the rounds start, so one that dies
+    # takes only its own clients with it.
     gather = cfg.evaluation.gather
-    domains = evaluation_domains(clients_world, clients, gather)
+    domains = evaluation_domains(clients_world, clients, gather and not servers)
     log_rank = 0 if gather else clients_world.rank  # whose metrics file this rank keeps, if any
-    keeps_log = clients_world.is_root or not gather
+    keeps_log = not gather or (clients_world.is_root and not servers)
+    reports: list[Any] = []  # servers topology: the round reports still in flight
 
     rows: list[RoundRow] = []
     start = 0
@@ -331,13 +296,12 @@ def run(cfg: Config, world: World, run_dir: Path | None = None, resume: bool = F
         for c in clients:
             c.learner.load_state_dict(local.resume_state["clients"][c.cid])
         strategy.load_state_dict(local.resume_state["strategy"])
-        rows = [r for r in rd.read_metrics(log_rank) if r.round <= local.resume_round + 1]
+        rows = [r for r in rd.read_metrics(log_rank) if r.round <= local.resume_round + 1] if keeps_log else []
         start = local.resume_round + 1
     elif clients_world.is_root and not resume:
         rd.write_config(cfg.to_dict())
 
     progress = None
-    devices = [s["device"] for s in statuses if s["device"] is not None]
     if clients_world.is_root:
         from tqdm import tqdm
 
@@ -372,7 +336,7 @@ def run(cfg: Config, world: World, run_dir: Path | None = None, resume: bool = F
         if r == 0:  # the reference level: hand-written prompts, nothing trained
             zs = _evaluate_all(live, backbone, classnames, zero_shot=True)
             part.update({"zeroshot" if k == "acc" else f"zeroshot_{k}": v for k, v in zs.items()})
-        parts = clients_world.gather(part) if gather else [part]
+        parts = clients_world.gather(part) if gather and not servers else [part]
         faults.enter("checkpoint", r)
         rd.save_shard(
             r,
@@ -381,26 +345,40 @@ def run(cfg: Config, world: World, run_dir: Path | None = None, resume: bool = F
             cfg_sha,
             n_client_ranks,
         )
+        row = None
         if keeps_log:
             row = RoundRow.from_parts(cfg.method, cfg.seed, r, parts, domains)
             rows.append(row)
             rd.write_metrics(rows, log_rank)
-        clients_world.barrier()  # every shard and log of round r is on disk
+        if servers:  # tell the bookkeeper; no barrier (launcher.compute)
+            from mpc.servers import send_report
+
+            own = {"part": part, "domains": {c.cid: c.domain for c in clients}} if gather else {"part": None}
+            reports.append(send_report(world._comm, server_layout(cfg), {"round": r, **own}))
+        else:
+            clients_world.barrier()  # every shard and log of round r is on disk
+            if clients_world.is_root:
+                rd.mark_complete(r, n_client_ranks)
         if clients_world.is_root:
-            rd.mark_complete(r, n_client_ranks)
             progress.update(1)
-            progress.write(report.round_line(row))
+            if row is not None:
+                progress.write(report.round_line(row))
     faults.enter("done")
     strategy.close()
+    if reports:  # the last reports must reach compute party 0 before this rank exits
+        from mpc.servers import _wait_all
+
+        _wait_all(reports, cfg.mpc.deadline_s)
     if not clients_world.is_root:
-        return None
+        return 0
     progress.close()
-    summary = report.summarise(cfg, rows, domains)
-    summary["train_devices"] = devices
-    rd.write_summary(summary)
-    report.plot_run(rd, rows)
-    print(report.final_line(summary, rd.path), flush=True)
-    return summary
+    if keeps_log:
+        summary = report.summarise(cfg, rows, domains)
+        summary["train_devices"] = devices
+        rd.write_summary(summary)
+        report.plot_run(rd, rows)
+        print(report.final_line(summary, rd.path), flush=True)
+    return 0
 
 
 def evaluation_domains(clients_world: World, clients: list[Any], gather: bool) -> dict[int, int]:
@@ -436,10 +414,10 @@ def main(argv: list[str]) -> int:
             cfg = from_dict(rd.read_config())
             if args.overrides:
                 raise ConfigError("--resume takes the run's own config; overrides are not allowed")
-            run(cfg, world, rd.path, resume=True)
+            code = run(cfg, world, rd.path, resume=True)
         else:
             cfg = load_config(args.config, args.overrides)
-            run(cfg, world, Path(args.run_dir) if args.run_dir else None)
+            code = run(cfg, world, Path(args.run_dir) if args.run_dir else None)
     except ConfigError as err:  # raised alike on every rank, before any MPC: no abort needed
         prefix = f"[rank {world.rank}] " if launched_by_mpi() else ""
         print(f"{prefix}error: {err}", file=sys.stderr, flush=True)
@@ -453,4 +431,8 @@ def main(argv: list[str]) -> int:
         print(faults.describe(reason), file=sys.stderr, flush=True)
         return 1
     faults.enter("done")
-    return 0
+    from launcher.topology import needs_recovery
+
+    if launched_by_mpi() and needs_recovery(cfg):
+        faults.finish(code)  # no MPI_Finalize: it can hang once a peer has died (docs/operations.md)
+    return code

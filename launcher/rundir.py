@@ -108,6 +108,23 @@ class RunDir:
         text = "".join(json.dumps(r.to_json(), sort_keys=True) + "\n" for r in rows)
         atomic_write_bytes(self.metrics_file(rank), text.encode())
 
+    def compute_costs_path(self, party: int) -> Path:
+        """Servers topology: compute party ``party``'s own costs per round and phase."""
+        return self.path / f"mpc.compute-{party}.jsonl"
+
+    def read_compute_costs(self, party: int, through_round: int | None = None) -> list[dict[str, Any]]:
+        """Compute party ``party``'s cost records (1-based ``round`` <= ``through_round`` if given)."""
+        path = self.compute_costs_path(party)
+        if not path.is_file():
+            return []
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line]
+        return [c for c in rows if through_round is None or c["round"] <= through_round]
+
+    def write_compute_costs(self, party: int, costs: Iterable[dict[str, Any]]) -> None:
+        """Rewrite the whole cost log, atomically (as :meth:`write_metrics`)."""
+        text = "".join(json.dumps(c, sort_keys=True) + "\n" for c in costs)
+        atomic_write_bytes(self.compute_costs_path(party), text.encode())
+
     def write_summary(self, summary: dict[str, Any]) -> None:
         atomic_write_bytes(self.summary_path, (json.dumps(summary, indent=2, sort_keys=True) + "\n").encode())
 
@@ -124,9 +141,29 @@ class RunDir:
             os.chmod(mine, 0o700)  # the umask may have taken bits from mkdir's mode
         atomic_write_bytes(self.shard_path(round_idx, rank), MAGIC + hashlib.sha256(payload).digest() + payload)
 
-    def mark_complete(self, round_idx: int, n_ranks: int) -> None:
-        """Written by rank 0 after every rank saved its shard: the round is resumable."""
-        atomic_write_bytes(self.round_dir(round_idx) / "COMPLETE", f"{n_ranks}\n".encode())
+    def mark_complete(self, round_idx: int, n_ranks: int, lost: list[int] | None = None) -> None:
+        """Written once every rank saved its shard (by rank 0; in the servers topology by compute
+        party 0): the round is resumable. ``lost``: client ranks that died (servers topology,
+        ``mpc.tolerate_rank_loss``); they have no shard of this round, and resume from their last."""
+        text = f"{n_ranks}\n" + (f"lost {' '.join(map(str, lost))}\n" if lost else "")
+        atomic_write_bytes(self.round_dir(round_idx) / "COMPLETE", text.encode())
+
+    def lost_ranks(self, round_idx: int) -> list[int]:
+        """The client ranks the ``COMPLETE`` marker of ``round_idx`` lists as lost."""
+        marker = self.round_dir(round_idx) / "COMPLETE"
+        lines = marker.read_text().splitlines() if marker.is_file() else []
+        return [int(v) for line in lines[1:] if line.startswith("lost ") for v in line.split()[1:]]
+
+    def resume_round_of(self, rank: int, round_idx: int) -> int:
+        """The round whose shard client rank ``rank`` resumes from when the run resumes after
+        ``round_idx``: that round, or, for a rank lost on the way, its last shard before it."""
+        if rank not in self.lost_ranks(round_idx):
+            return round_idx
+        for r in range(round_idx, -1, -1):
+            if self.shard_path(r, rank).is_file():
+                return r
+        raise CheckpointError(f"client rank {rank} was lost before it checkpointed any round; start a new run "
+                              "(without --resume)")
 
     def last_complete_round(self) -> int | None:
         if not self.checkpoint_dir.exists():
@@ -143,7 +180,7 @@ class RunDir:
         marker = self.round_dir(round_idx) / "COMPLETE"
         fix = (f"delete {marker} to resume from the round before it, or start a new run "
                "(without --resume)")
-        marked = marker.read_text().strip() if marker.is_file() else None
+        marked = marker.read_text().splitlines()[0].strip() if marker.is_file() else None
         if marked is not None and marked != str(n_ranks):
             raise CheckpointError(
                 f"{marker.parent} was written by a job with {marked} client ranks, this one has {n_ranks}; "

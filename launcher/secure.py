@@ -11,7 +11,6 @@ honest server (:mod:`mpc.reference`), which is what SecFPP must match up to fixe
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
@@ -219,10 +218,16 @@ class SecFPP(Strategy):
         """Servers topology: send shares to the compute parties, rebuild the own clients' rows."""
         from mpi4py import MPI
 
-        from launcher.ranks import server_layout
+        from launcher import faults
+        from launcher.topology import server_layout
         from mpc.servers import client_round
 
-        res = client_round(MPI.COMM_WORLD, server_layout(self.cfg), inp.round_idx, ids, x, p, self.cfg.mpc.wait_s)
+        layout = server_layout(self.cfg)
+        # a compute party or the dealer that dies ends the round here, named, not after wait_s;
+        # the steps are the fault matrix's "before sharing" and "after sharing, before the output"
+        res = client_round(MPI.COMM_WORLD, layout, inp.round_idx, ids, x, p, self.cfg.mpc.wait_s,
+                           check=faults.require_alive(list(range(layout.n_client_ranks, layout.world_size))),
+                           on_step=faults.enter_step)
         shape = inp.domain_init.shape
         rows = {cid: res.rows[cid].reshape(shape) for cid in res.included}
         self.features.installed_now({**inp.prompts, **rows})
@@ -246,76 +251,12 @@ class SecFPP(Strategy):
         from mpc.clustering import SecureState
 
         self.schedule.k = state["k"]
-        self.features.load_state_dict(state["features"])
-        self.warm = {kr: SecureState.from_state(w) for kr, w in state["warm"].items()}
+        if "features" in state:  # compute-party shards written before they shared this format had none
+            self.features.load_state_dict(state["features"])
+        self.warm = {tuple(kr): SecureState.from_state(w) for kr, w in state["warm"].items()}
 
     def close(self) -> None:
         from mpc.runtime import shutdown
 
         if self.party is not None:  # servers topology: clients are not CrypTen parties
             shutdown(self.party)
-
-
-def serve(cfg: Config, world: World, mpc_world: World, rd: Any, resume_round: int | None, n_client_ranks: int) -> None:
-    """A compute party's (or the dealer's) whole run in the servers topology.
-
-    Every round: collect the clients' shares, run SecPC, checkpoint this party's shares of the
-    centres (before any client sees an output, so a round a client has seen is resumable), send
-    each client rank its rows' output shares, and log this party's costs per phase to
-    ``mpc.compute-<s>.jsonl`` in the run directory (the clients' ``metrics.jsonl`` carries their
-    own view: two messages, their bytes, their wall time). The adaptive-k schedule is the clients' own
-    (:class:`_AdaptiveSchedule`), driven by the revealed k.
-    """
-    from launcher import faults
-    from launcher.ranks import server_layout
-    from mpc.clustering import SecureState
-    from mpc.runtime import PartySpec, init_from_mpi, shutdown
-    from mpc.servers import Inbox, drain_late, serve_round
-    from prompts.atomic import atomic_write_bytes
-    from prompts.backbone import text_width
-
-    layout = server_layout(cfg)
-    spec = PartySpec(cfg.mpc.servers, dealer=cfg.mpc.dealer, address=cfg.mpc.address,  # type: ignore[arg-type]
-                     timeout_s=cfg.mpc.timeout_s, allow_insecure=cfg.mpc.allow_insecure)
-    party = init_from_mpi(spec, comm=mpc_world._comm)
-    if party.is_dealer:
-        return
-    # the public shape of a client's row, from the config alone: anything else is refused
-    inbox = Inbox(world._comm, layout, (cfg.mpc.proj_dim, cfg.model.n_ctx * text_width(cfg.model.name)))
-    schedule, warm, start = _AdaptiveSchedule(cfg), {}, 0
-    if resume_round is not None:
-        state = rd.load_shard(resume_round, world.rank, rd.config_sha(cfg.to_dict()), n_client_ranks)
-        schedule.k = state["k"]
-        warm = {tuple(kr): SecureState.from_state(w) for kr, w in state["warm"].items()}
-        start = resume_round + 1
-    last = None
-    cost_path = rd.path / f"mpc.compute-{mpc_world.rank}.jsonl"  # this compute party's own costs per round
-    costs = [c for c in map(json.loads, cost_path.read_text().splitlines()) if c["round"] <= start] \
-        if cost_path.is_file() else []
-    for r in range(start, cfg.rounds):
-        faults.enter("secpc", r)
-        k_range = schedule.k_range(r)
-
-        def checkpoint(res: Any, r: int = r, k_range: tuple[int, int] = k_range) -> None:
-            if res.k:
-                warm[k_range], schedule.k = res.state, res.k
-            if res.dropped:
-                log.warning("round %d: clients %s left out (no shares by the deadline)", r + 1, res.dropped)
-            if res.invalid:
-                log.warning("round %d: clients %s left out (inputs failed the check on the shares)", r + 1, res.invalid)
-            faults.enter("checkpoint", r)
-            rd.save_shard(r, world.rank, {"k": schedule.k, "warm": {kr: s.state_dict() for kr, s in warm.items()}},
-                          rd.config_sha(cfg.to_dict()), n_client_ranks)
-
-        last = serve_round(world._comm, layout, r, schedule.round_config(r), warm.get(k_range),
-                           cfg.mpc.deadline_s, cfg.mpc.wait_s, before_output=checkpoint, inbox=inbox)
-        costs.append({"round": r + 1, "k": last.k, "rows": len(last.included), "dropouts": last.dropped,
-                      "invalid": last.invalid, "refused": {str(k): v for k, v in last.refused.items()},
-                      "phases": last.stats})
-        atomic_write_bytes(rd.path / f"mpc.compute-{mpc_world.rank}.jsonl",
-                           "".join(json.dumps(c, sort_keys=True) + "\n" for c in costs).encode())
-    faults.enter("done")
-    if last is not None and last.dropped:  # answer a client rank that is still late for the last round
-        late_ranks = sorted({layout.owners()[c] for c in last.dropped})
-        drain_late(inbox, cfg.rounds - 1, late_ranks, cfg.mpc.deadline_s)
-    shutdown(party)

@@ -55,6 +55,9 @@ log = logging.getLogger(__name__)
 
 TAG_SHARES = 7101  # client rank -> compute party: header + one share of its rows
 TAG_OUTPUT = 7102  # compute party -> client rank: header + its share of the rows' outputs
+TAG_REPORT = 7103  # client rank -> compute party 0: the round's bookkeeping (JSON, mpc.wire)
+REPORT_CAP = 1 << 24  # bytes: a report is a few numbers per client; anything larger is refused unread
+_CHECK_S = 0.5  # how often a waiting rank asks ``check`` whether a peer it needs is gone
 _HEADER = 4  # shares: [round, n_rows, m, d]; outputs: [round, k, n_rows, has_labels]
 _POLL_S = 0.005
 
@@ -157,25 +160,57 @@ def _probe_any(comm, sources: set[int], tag: int) -> tuple[int, int] | None:
     return None
 
 
-def _recv(comm, src: int, tag: int, count: int) -> np.ndarray:
+def _recv(comm, src: int, tag: int, count: int, gone: Callable[[int], bool] | None = None,
+          bound_s: float | None = None) -> np.ndarray | None:
+    """Receive the probed message. With ``gone`` (and ``bound_s``), poll instead of blocking and
+    give up (None) once the sender is known dead or ``bound_s`` has passed: a sender killed
+    half-way through a large message leaves a receive that Open MPI never completes, even under
+    ``--enable-recovery``."""
     from mpi4py import MPI
 
     buf = np.empty(count, dtype=np.int64)
-    comm.Recv([buf, MPI.INT64_T], source=src, tag=tag)
+    if gone is None and bound_s is None:
+        comm.Recv([buf, MPI.INT64_T], source=src, tag=tag)
+        return buf
+    req = comm.Irecv([buf, MPI.INT64_T], source=src, tag=tag)
+    end = None if bound_s is None else time.monotonic() + bound_s
+    next_check = time.monotonic() + _CHECK_S
+    while not req.Test():
+        now = time.monotonic()
+        if (end is not None and now > end) or (gone is not None and now > next_check and gone(src)):
+            req.Cancel()
+            log.error("a message from rank %d never completed (%s); dropped", src,
+                      "the rank is gone" if gone is not None and gone(src) else f"not within {bound_s:.0f} s")
+            return None
+        if now > next_check:
+            next_check = now + _CHECK_S
+        time.sleep(_POLL_S)
     return buf
 
 
-def _recv_any(comm, sources: set[int], tag: int):
-    """One message from any of ``sources`` if one is waiting: (source, int64 array) or None."""
+def _recv_any(comm, sources: set[int], tag: int, bound_s: float | None = None):
+    """One message from any of ``sources`` if one is waiting: (source, int64 array) or None.
+    With ``bound_s``: :class:`ServerLost` if the message does not complete within it."""
     got = _probe_any(comm, sources, tag)
-    return None if got is None else (got[0], _recv(comm, got[0], tag, got[1]))
+    if got is None:
+        return None
+    buf = _recv(comm, got[0], tag, got[1], bound_s=bound_s)
+    if buf is None:
+        raise ServerLost(f"a message from rank {got[0]} never completed within {bound_s:.0f} s")
+    return got[0], buf
 
 
-def _wait_all(requests: list, bound_s: float) -> bool:
-    """Wait for MPI send requests up to ``bound_s``; False if some never completed (dead peer)."""
+def _wait_all(requests: list, bound_s: float, still: Callable[[], list] | None = None) -> bool:
+    """Wait for MPI send requests up to ``bound_s``; False if some never completed (dead peer).
+    ``still``, if given, returns the requests still worth waiting for (checked every ``_CHECK_S``)."""
     end = time.monotonic() + bound_s
     pending = list(requests)
+    next_check = time.monotonic() + _CHECK_S
     while pending:
+        if still is not None and time.monotonic() > next_check:
+            keep = {id(q) for q in still()}
+            pending = [q for q in pending if id(q) in keep]
+            next_check = time.monotonic() + _CHECK_S
         pending = [r for r in pending if not r.Test()]
         if pending and time.monotonic() > end:
             return False
@@ -226,18 +261,27 @@ def send_shares(comm, layout: ServerLayout, round_idx: int, ids: list[int], x: t
     return reqs, sum(m.nbytes for m in msgs)
 
 
-def receive_outputs(comm, layout: ServerLayout, round_idx: int, d: int, wait_s: float) -> ClientRound:
+def receive_outputs(comm, layout: ServerLayout, round_idx: int, d: int, wait_s: float,
+                    check: Callable[[], None] | None = None) -> ClientRound:
     """Wait for every compute party's answer to this round and add up the output shares.
 
     The compute parties decide inclusion from the table they all-gathered, so their headers
     (round, k, this rank's included clients) are identical; if they are not, one of them is
-    faulty and the round's output cannot be trusted."""
+    faulty and the round's output cannot be trusted.
+
+    ``check`` (called every ``_CHECK_S`` while waiting) raises if a compute party is known to be
+    gone: under ``mpirun --enable-recovery`` nobody else ends the job for it, and ``wait_s`` is
+    as long as local training may take."""
     answers: dict[int, np.ndarray] = {}
     servers = {layout.server_rank(s) for s in range(layout.n_servers)}
     end = time.monotonic() + wait_s
+    next_check = time.monotonic() + _CHECK_S
     while len(answers) < layout.n_servers:
-        got = _recv_any(comm, servers - set(answers), TAG_OUTPUT)
+        got = _recv_any(comm, servers - set(answers), TAG_OUTPUT, bound_s=wait_s)
         if got is None:
+            if check is not None and time.monotonic() > next_check:
+                check()
+                next_check = time.monotonic() + _CHECK_S
             if time.monotonic() > end:
                 missing = sorted(r - layout.n_client_ranks for r in servers - set(answers))
                 raise ServerLost(f"no answer from compute part{'ies' if len(missing) > 1 else 'y'} "
@@ -271,16 +315,24 @@ def client_round(
     x: torch.Tensor,
     p: torch.Tensor,
     wait_s: float,
+    check: Callable[[], None] | None = None,
+    on_step: Callable[[str], None] | None = None,
 ) -> ClientRound:
     """Share this rank's live clients' rows to the compute parties and reconstruct their outputs.
 
     ``ids``: the clients taking part this round (a subset of this rank's clients; a client that
     dropped out is simply not listed), ``x``: their reduced rows, ``p``: their flattened prompts.
+    ``on_step`` is told "share" before anything is sent and "output" once it is (the launcher's
+    fault hooks); ``check`` as in :func:`receive_outputs`.
     """
     t0 = time.perf_counter()
+    step = on_step or (lambda name: None)
+    step("share")
     reqs, sent = send_shares(comm, layout, round_idx, ids, x, p)
-    res = receive_outputs(comm, layout, round_idx, p.shape[1], wait_s)
-    _wait_all(reqs, wait_s)
+    # delivered (the compute parties read them while they collect); a dead compute party ends it here
+    _wait_all(reqs, wait_s, (lambda: (check(), reqs)[1]) if check is not None else None)
+    step("output")
+    res = receive_outputs(comm, layout, round_idx, p.shape[1], wait_s, check)
     res.bytes_sent, res.seconds = sent, time.perf_counter() - t0
     return res
 
@@ -317,6 +369,7 @@ class Inbox:
         self.comm, self.layout, self.shape = comm, layout, (int(shape[0]), int(shape[1]))
         self.owners = layout.owners()
         self.banned: dict[int, str] = {}
+        self.lost: set[int] = set()  # client ranks the compute parties stopped waiting for (dead)
         self.answered: set[tuple[int, int]] = set()
         self.inflight: list = []  # answers to late messages (small, kept until MPI is done with them)
 
@@ -344,18 +397,31 @@ class Inbox:
             return f"rows {ids} are not distinct clients it hosts"
         return None
 
-    def collect(self, round_idx: int, deadline_s: float, wait_s: float):
+    def collect(self, round_idx: int, deadline_s: float, wait_s: float, check: Callable[[], None] | None = None,
+                gone: Callable[[int], bool] | None = None):
         """This compute party's valid shares of the round: ``({rank: (ids, n x (m+d) words)},
         ranks heard from, {rank: reason refused})``. Waits until ``deadline_s`` after the first
-        message of the round (at most ``wait_s`` for the first)."""
+        message of the round (at most ``wait_s`` for the first); ranks in ``lost`` are not
+        waited for (a message from one, should it be alive after all, is answered "not
+        included"). ``check`` as in :func:`receive_outputs`; a rank ``gone`` (known dead) is not
+        waited for either."""
         got: dict[int, tuple[list[int], np.ndarray]] = {}
         refused: dict[int, str] = {}
-        pending = set(self.layout.client_ranks()) - set(self.banned)
+        pending = set(self.layout.client_ranks()) - set(self.banned) - self.lost
         start, first = time.monotonic(), None
+        next_check = start + _CHECK_S
         while pending:
             probe = _probe_any(self.comm, pending, TAG_SHARES)
             now = time.monotonic()
             if probe is None:
+                if now > next_check:
+                    if check is not None:
+                        check()
+                    if gone is not None:  # a dead rank sends nothing: no need to wait out the deadline
+                        pending = {r for r in pending if not gone(r)}
+                    next_check = now + _CHECK_S
+                if not pending:
+                    break
                 if first is not None and now - first > deadline_s:
                     break
                 if first is None and now - start > wait_s:
@@ -370,7 +436,10 @@ class Inbox:
                 pending.discard(src)
                 log.error("round %d: refused client rank %d: %s", round_idx + 1, src, reason)
                 continue
-            buf = _recv(self.comm, src, TAG_SHARES, count)
+            buf = _recv(self.comm, src, TAG_SHARES, count, gone=gone, bound_s=deadline_s + wait_s)
+            if buf is None:  # the sender died while its shares were on the way: it did not share
+                pending.discard(src)
+                continue
             if buf.size >= 1 and 0 <= int(buf[0]) < round_idx:  # late for an earlier round
                 self.answer_late(src, int(buf[0]))
                 continue
@@ -383,8 +452,23 @@ class Inbox:
                 continue
             n = int(buf[1])
             got[src] = ([int(v) for v in buf[_HEADER : _HEADER + n]], buf[_HEADER + n :].reshape(n, sum(self.shape)))
+        self._answer_lost()
         heard = set(got) | set(refused) | set(self.banned)
         return got, heard, refused
+
+    def _answer_lost(self) -> None:
+        """Answer "not included" to share messages from ranks given up for lost: such a rank is
+        out for the rest of the run, but if it was only slow it must not wait forever."""
+        for src in sorted(self.lost - set(self.banned)):
+            while (probe := _probe_any(self.comm, {src}, TAG_SHARES)) is not None:
+                if probe[1] > self.cap(src) or probe[1] < 1:
+                    self.banned[src] = "an oversized message after it was given up for lost"
+                    break
+                buf = _recv(self.comm, src, TAG_SHARES, probe[1], bound_s=_CHECK_S * 10)
+                if buf is None:
+                    self.banned[src] = "a message that never completed after it was given up for lost"
+                    break
+                self.answer_late(src, int(buf[0]))
 
     def answer(self, src: int, round_idx: int, k: int, ids: list[int], body: torch.Tensor | None,
                has_labels: bool = False):
@@ -412,13 +496,17 @@ def serve_round(
     before_output: Callable[[ServerRound], None] | None = None,
     inbox: Inbox | None = None,
     shape: tuple[int, int] | None = None,
+    check: Callable[[], None] | None = None,
+    gone: Callable[[int], bool] | None = None,
 ) -> ServerRound:
     """One SecPC round at this compute party (CrypTen initialised among the compute parties).
 
     ``inbox`` carries what the compute party remembers between rounds (make one per run;
     else pass ``shape``, the public ``(m, d)`` of a client's row, for a single round).
     Inclusion is decided from the all-gathered table, so every compute party answers every
-    client rank that any of them heard from, with the same header. ``before_output`` is called
+    client rank that any of them heard from, with the same header. ``check`` is called while
+    waiting for shares (:func:`receive_outputs`); ``gone(rank)`` tells whether a client rank's
+    process is known dead (no output to it is waited for). ``before_output`` is called
     with the round's result before any client gets its output: the launcher checkpoints there,
     so a round a client has seen is always resumable."""
     from mpc.preprocessing import planned
@@ -434,7 +522,7 @@ def serve_round(
     m = inbox.shape[0]
     clog = CommLog()
     t0 = time.perf_counter()
-    got, heard, refused = inbox.collect(round_idx, deadline_s, wait_s)
+    got, heard, refused = inbox.collect(round_idx, deadline_s, wait_s, check, gone)
     n_total, n_ranks = layout.n_clients, layout.n_client_ranks
     mask = torch.zeros(n_total + n_ranks, dtype=torch.long)
     for ids, _ in got.values():
@@ -476,6 +564,7 @@ def serve_round(
     t1 = time.perf_counter()
     pos = {cid: j for j, cid in enumerate(included)}
     reqs, sent = [], 0
+    to = []
     for src in heard_any:
         mine_in = [i for i in layout.clients_of(src) if i in pos] if k else []
         body = None
@@ -484,8 +573,11 @@ def serve_round(
             body = agg[idx] if labels is None else torch.cat([agg[idx], labels[idx].view(-1, 1)], 1)
         req, nbytes = inbox.answer(src, round_idx, k, mine_in, body, labels is not None)
         reqs.append(req)
+        to.append(src)
         sent += nbytes
-    if not _wait_all(reqs, deadline_s):
+    # a send to a rank that died after sharing may never complete: stop waiting for it once it is known gone
+    live = (lambda: [q for q, dest in zip(reqs, to) if not gone(dest)]) if gone is not None else None
+    if not _wait_all(reqs, deadline_s, live):
         log.warning("round %d: some client ranks did not take their outputs within %.0f s", round_idx + 1, deadline_s)
     clog.phases["output"] = PhaseStats("output", time.perf_counter() - t1, 1, sent)
     result.stats = clog.as_dict()
@@ -506,8 +598,86 @@ def drain_late(inbox: Inbox, round_idx: int, missing_ranks: list[int], bound_s: 
         pending.discard(src)
         if count > inbox.cap(src):
             continue
-        buf = _recv(inbox.comm, src, TAG_SHARES, count)
-        r = int(buf[0]) if buf.size else -1
+        buf = _recv(inbox.comm, src, TAG_SHARES, count, bound_s=bound_s)
+        r = int(buf[0]) if buf is not None and buf.size else -1
         if 0 <= r <= round_idx:
             inbox.answer_late(src, r)
     _wait_all(inbox.inflight, bound_s)
+
+
+# ------------------------------------------------------------------ round bookkeeping
+
+
+def send_report(comm, layout: ServerLayout, report: object) -> object:
+    """Start sending compute party 0 this client rank's bookkeeping of a round (JSON through
+    :mod:`mpc.wire`, never a pickle). Returns the MPI request: the caller waits for it, bounded,
+    before it exits. Client ranks meet at no barrier in this topology: this message, not a
+    collective, tells the bookkeeper that the rank finished the round."""
+    from mpc import wire
+
+    data = np.frombuffer(wire.encode(report), dtype=np.uint8).copy()
+    if data.size > REPORT_CAP:
+        raise ValueError(f"a round report of {data.size} bytes is over the cap of {REPORT_CAP}")
+    return comm.Isend(data, dest=layout.server_rank(0), tag=TAG_REPORT)  # mpi4py keeps ``data`` alive
+
+
+def collect_reports(comm, sources: set[int], round_idx: int, deadline_s: float, wait_s: float,
+                    gone: Callable[[int], bool] | None = None,
+                    check: Callable[[], None] | None = None) -> tuple[dict[int, object], set[int], dict[int, str]]:
+    """Compute party 0: each client rank's report of ``round_idx``: ``({rank: report}, ranks that
+    sent none, {rank: why its report was refused})``.
+
+    Waits until every rank in ``sources`` reported, a rank is known ``gone`` (its process is dead),
+    or ``deadline_s`` has passed since the first report arrived (at most ``wait_s`` for the first).
+    A report is decoded as JSON and must be a dict naming this round; one for an earlier round
+    (a rank answered "not included" late) is read and dropped. Larger than ``REPORT_CAP``: refused
+    unread."""
+    from mpi4py import MPI
+
+    from mpc import wire
+
+    got: dict[int, object] = {}
+    refused: dict[int, str] = {}
+    pending, silent = set(sources), set()
+    start, first = time.monotonic(), None
+    next_check = start + _CHECK_S
+    while pending:
+        status = MPI.Status()
+        src = next((r for r in sorted(pending) if comm.Iprobe(source=r, tag=TAG_REPORT, status=status)), None)
+        now = time.monotonic()
+        if src is None:
+            if now > next_check:
+                if check is not None:
+                    check()
+                if gone is not None:
+                    dead = {r for r in pending if gone(r)}
+                    silent |= dead
+                    pending -= dead
+                next_check = now + _CHECK_S
+            if (first is not None and now - first > deadline_s) or (first is None and now - start > wait_s):
+                break
+            time.sleep(_POLL_S)
+            continue
+        count = status.Get_count(MPI.BYTE)
+        if count > REPORT_CAP:
+            refused[src] = f"a report of {count} bytes is over the cap of {REPORT_CAP}"
+            pending.discard(src)
+            continue
+        buf = np.empty(count, dtype=np.uint8)
+        comm.Recv([buf, MPI.BYTE], source=src, tag=TAG_REPORT)
+        try:
+            report = wire.decode(buf.tobytes())
+        except (ValueError, UnicodeDecodeError) as err:
+            refused[src] = f"a report that is not a valid message ({err})"
+            pending.discard(src)
+            continue
+        r = report.get("round") if isinstance(report, dict) else None
+        if isinstance(r, int) and 0 <= r < round_idx:
+            continue  # an earlier round's, after the rank was answered late
+        first = now if first is None else first
+        pending.discard(src)
+        if r != round_idx:
+            refused[src] = f"a report that names round {r!r} during round {round_idx + 1}"
+            continue
+        got[src] = report
+    return got, silent | pending, refused

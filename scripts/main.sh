@@ -8,5 +8,5 @@ source "$here/env.sh"
 cd "$root"
 config=launcher/configs/default.yaml
 n=$(python -m launcher ranks --config "$config" "$@")
-# one host: Open MPI's TCP on loopback only (launcher/ranks.py says why the launch channel is not)
+# one host: Open MPI's TCP on loopback only (launcher/topology.py says why the launch channel is not)
 exec mpirun --oversubscribe --mca btl_tcp_if_include lo -np "$n" python -m launcher run --config "$config" "$@"

@@ -46,9 +46,10 @@ class Job:
 
 
 def mpirun(args: list[str], np: int = 4, env: dict[str, str] | None = None, timeout: float = 400,
-           mpmd: list[list[str]] | None = None) -> Job:
-    """``mpirun -np np python -m launcher run args`` (or an MPMD ``a : b`` line from ``mpmd``)."""
-    cmd = [MPIRUN, "--oversubscribe"]
+           mpmd: list[list[str]] | None = None, recovery: bool = False) -> Job:
+    """``mpirun -np np python -m launcher run args`` (or an MPMD ``a : b`` line from ``mpmd``);
+    ``recovery``: with ``--enable-recovery`` (a dead rank does not end the job)."""
+    cmd = [MPIRUN, "--oversubscribe", *(["--enable-recovery"] if recovery else [])]
     for i, part in enumerate(mpmd or [["-np", str(np), sys.executable, "-m", "launcher", "run", *args]]):
         cmd += ([":"] if i else []) + part
     t0 = time.monotonic()
@@ -64,3 +65,17 @@ def mpirun(args: list[str], np: int = 4, env: dict[str, str] | None = None, time
             break
     p.wait(timeout=60)
     return Job(p.returncode, lines, time.monotonic() - t0)
+
+
+def final_prompts(run_dir: Path, ranks: list[int], n_ranks: int) -> dict:
+    """Client id -> its domain prompt after the last complete round, from client ranks ``ranks``'
+    shards (of a job with ``n_ranks`` client ranks)."""
+    from launcher.rundir import RunDir
+
+    rd = RunDir(run_dir)
+    last = rd.last_complete_round()
+    out = {}
+    for r in ranks:
+        shard = rd.load_shard(last, r, rd.config_sha({}), n_ranks)
+        out.update({int(c): s["domain_ctx"] for c, s in shard["clients"].items()})
+    return out

@@ -146,3 +146,25 @@ def test_ranks_prints_the_one_host_mpirun_line_with_tcp_on_loopback(capsys):
     line = capsys.readouterr().out.strip()
     assert line.startswith("mpirun --oversubscribe --mca btl_tcp_if_include lo -np 10 python -m launcher run")
     assert line.endswith("rounds=2")
+
+
+def test_topology_names_every_rank_of_both_layouts():
+    from launcher.topology import roles
+
+    assert roles(6, 2, 9, 3) == ["clients 0,2,4,6,8", "clients 1,3,5,7", "compute party 0", "compute party 1",
+                                 "compute party 2", "TTP dealer"]
+    assert roles(4, 3, 3) == ["client 0", "client 1", "client 2", "TTP dealer"]
+
+
+def test_tolerating_a_lost_client_rank_is_the_servers_topologys_and_its_line_asks_for_recovery(capsys):
+    from launcher.ranks import main
+
+    with pytest.raises(ConfigError, match="only the servers topology"):
+        load_config(DEFAULT, ["mpc.tolerate_rank_loss=true"])
+    with pytest.raises(ConfigError, match="must exceed twice mpc.deadline_s"):
+        load_config(DEFAULT, ["mpc.topology=servers", "mpc.tolerate_rank_loss=true", "mpc.timeout_s=100"])
+    assert main(["--config", str(DEFAULT), "--command", "mpc.topology=servers", "mpc.tolerate_rank_loss=true",
+                 "mpc.timeout_s=200"]) == 0
+    assert "--enable-recovery -np 5 python -m launcher run" in capsys.readouterr().out
+    assert main(["--config", str(DEFAULT), "--command", "mpc.topology=servers"]) == 0
+    assert "--enable-recovery" not in capsys.readouterr().out  # main.sh-style lines stay as they were

@@ -98,3 +98,19 @@ def test_shards_stay_valid_when_the_schema_gains_a_field_but_not_when_the_record
     rd.write_config({**old, "rounds": old["rounds"] + 1})  # the record edited by hand
     with pytest.raises(CheckpointError, match="different config"):
         rd.load_shard(0, 0, rd.config_sha(now), n_ranks=1)
+
+
+def test_a_client_rank_lost_mid_run_resumes_from_its_own_last_shard(tmp_path):
+    rd = RunDir(tmp_path / "run")
+    state = {"clients": {}, "strategy": {"k": 2}}
+    for r in range(3):  # rank 1 died in round 2 (0-based 1): it has round 0's shard only
+        for rank in ((0, 1) if r == 0 else (0,)):
+            rd.save_shard(r, rank, {**state, "round": r}, CFG, n_ranks=2)
+        rd.mark_complete(r, 2, lost=[] if r == 0 else [1])
+    assert rd.last_complete_round() == 2 and rd.lost_ranks(2) == [1] and rd.lost_ranks(0) == []
+    assert rd.resume_round_of(0, 2) == 2 and rd.resume_round_of(1, 2) == 0
+    assert rd.load_shard(rd.resume_round_of(1, 2), 1, CFG, n_ranks=2)["round"] == 0  # the marker's first line is read
+    empty = RunDir(tmp_path / "empty")  # a rank lost before its first shard has nothing to resume from
+    empty.mark_complete(0, 2, lost=[1])
+    with pytest.raises(CheckpointError, match="lost before it checkpointed any round"):
+        empty.resume_round_of(1, 0)

@@ -63,9 +63,10 @@ def main(mode: str, out: Path, n_client_ranks: int) -> None:
         received: list[np.ndarray] = []
         recv = servers._recv
 
-        def recording(comm, src, tag, count):  # the buffers this compute party holds after each receive
-            buf = recv(comm, src, tag, count)
-            received.append(buf.copy())
+        def recording(comm, src, tag, count, **kw):  # the buffers this compute party holds after each receive
+            buf = recv(comm, src, tag, count, **kw)
+            if buf is not None:
+                received.append(buf.copy())
             return buf
 
         servers._recv = recording
