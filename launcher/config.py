@@ -212,16 +212,19 @@ def _check_relations(cfg: Config) -> None:
         need(len(set(d.domains)) == len(d.domains), f"data.domains: repeated style in {d.domains}")
         need(len(d.domains) == d.n_domains,
              f"data.domains lists {len(d.domains)} styles but data.n_domains={d.n_domains}; make them agree")
+    method = METHODS[cfg.method]
     need(1 <= p.k_min <= p.k_max, f"mpc: need 1 <= k_min <= k_max, got {p.k_min}..{p.k_max}")
-    need(not DEALERS[p.dealer].insecure or p.allow_insecure or not METHODS[cfg.method].uses_mpc,
+    need(not DEALERS[p.dealer].insecure or p.allow_insecure or not method.uses_mpc,
          "mpc.dealer=tfp lets party 0 (compute party 0 in the servers topology) make the Beaver triples and "
          "learn every client's secrets; set mpc.allow_insecure=true to run it anyway (results are labelled "
          "insecure_dealer)")
-    if p.topology == "servers":
-        need(cfg.method == "secfpp", f"mpc.topology=servers is SecFPP's; method={cfg.method} has no compute parties")
+    if p.topology != "peer":
+        owners = [m.name for m in METHODS.values() if p.topology in m.topologies]
+        need(p.topology in method.topologies,
+             f"mpc.topology={p.topology} is {'/'.join(owners)}'s; method={cfg.method} has no compute parties")
         need(p.client_ranks <= cfg.n_clients,
              f"mpc.client_ranks={p.client_ranks} exceeds the number of clients ({cfg.n_clients})")
-    if cfg.method in ("secfpp", "clustered"):
+    if method.clusters:
         need(p.k_max <= cfg.n_clients, f"mpc.k_max={p.k_max} exceeds the number of clients ({cfg.n_clients})")
         need(cfg.n_clients >= 2, "secure clustering needs at least 2 clients")
         need(

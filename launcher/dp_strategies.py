@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from launcher.config import Config
-from launcher.methods import get as get_method
+from launcher.metrics import RoundInfo
 from launcher.strategies import RoundInput, RoundOutput, Strategy, TrainableClient, client_seed, reseed_augmentation
 from launcher.world import World
 from prompts import dp_mechanisms as dp
@@ -48,8 +48,6 @@ class DPFedAvg(Strategy):
     local and is never shared, as in SecFPP.
     """
 
-    name = "dpfedavg"
-
     def __init__(self, cfg: Config, world: World) -> None:
         super().__init__(cfg, world)
         self.noise_multiplier = dp.calibrate_noise_multiplier(cfg.dp.epsilon, cfg.dp.delta, cfg.rounds)
@@ -71,8 +69,8 @@ class DPFedAvg(Strategy):
         eps = dp.epsilon_spent(self.noise_multiplier, inp.round_idx + 1, self.cfg.dp.delta)
         return RoundOutput(
             {cid: self.global_prompt.clone() for cid in inp.prompts},
-            {"epsilon": eps, "noise_multiplier": self.noise_multiplier,
-             "reproducible_noise": self.cfg.dp.reproducible_noise},
+            RoundInfo(epsilon=eps, noise_multiplier=self.noise_multiplier,
+                      reproducible_noise=self.cfg.dp.reproducible_noise),
         )
 
     def state_dict(self) -> dict[str, Any]:
@@ -128,8 +126,6 @@ class DPFPL(Strategy):
     both are seeded as the public code does (local by (seed, round, client), shared by (seed,
     round, step)); only then does a resumed run repeat an uninterrupted one exactly.
     """
-
-    name = "dpfpl"
 
     def __init__(self, cfg: Config, world: World) -> None:
         super().__init__(cfg, world)
@@ -202,6 +198,6 @@ class DPFPL(Strategy):
         # D moved in lockstep with the same noisy gradient on every client: already shared
         return RoundOutput(
             dict(inp.prompts),
-            {"epsilon": self.cfg.dp.epsilon, "epsilon_heuristic": get_method(self.name).heuristic_epsilon,
-             "sigma": self.sigma, "reproducible_noise": self.cfg.dp.reproducible_noise},
+            RoundInfo(epsilon=self.cfg.dp.epsilon, epsilon_heuristic=self.method().heuristic_epsilon,
+                      sigma=self.sigma, reproducible_noise=self.cfg.dp.reproducible_noise),
         )

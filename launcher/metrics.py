@@ -37,6 +37,38 @@ class MPCCost:
 
 
 @dataclass
+class RoundInfo:
+    """What a strategy reports about its round (``RoundOutput.info``), typed as Flower's
+    ``FitRes`` is: every field is written to ``metrics.jsonl`` by :meth:`RoundRow.from_parts`
+    (``tests/launcher/test_metrics.py`` checks that none is left out), so nothing a strategy
+    computes is dropped on the way."""
+
+    k: int | None = None  # clustering methods: the chosen number of clusters
+    # evaluation.gather: this rank's clients' own cluster labels (client id -> label)
+    assignment: dict[int, int] | None = None
+    mpc: MPCCost | None = None  # MPC methods: this party's cost of the round
+    mpc_phases: dict[str, dict[str, Any]] | None = None  # ... and per SecPC phase (mpc.stats)
+    insecure_dealer: bool | None = None
+    dropped: list[int] = dataclasses.field(default_factory=list)  # clients left out of the aggregate
+    epsilon: float | None = None  # DP methods: spent (dpfedavg) or claimed (dpfpl)
+    epsilon_heuristic: bool | None = None  # True: no accountant behind ``epsilon``
+    noise_multiplier: float | None = None  # dpfedavg: z, noise std / clip on the sum
+    sigma: float | None = None  # dpfpl: its heuristic noise scale
+    reproducible_noise: bool | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        """A plain dict for :mod:`mpc.wire` (which sends no dataclasses)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_wire(cls, raw: dict[str, Any]) -> "RoundInfo":
+        raw = dict(raw)
+        if raw.get("mpc") is not None:
+            raw["mpc"] = MPCCost(**raw["mpc"])
+        return cls(**raw)
+
+
+@dataclass
 class RoundRow:
     round: int  # 1-based
     method: str
@@ -68,9 +100,14 @@ class RoundRow:
     acc_domain_val: dict[str, float] | None = None
     mean_acc_domain_val: float | None = None
     zeroshot_acc_domain_val: float | None = None
+    noise_multiplier: float | None = None  # dpfedavg
+    sigma: float | None = None  # dpfpl
+    mpc_phases: dict[str, dict[str, Any]] | None = None  # client rank 0's MPC cost per SecPC phase
 
-    #: Keys a strategy's ``info`` may set, copied as they are from rank 0's part.
-    FROM_INFO = ("k", "insecure_dealer", "epsilon", "epsilon_heuristic", "reproducible_noise")
+    #: ``RoundInfo`` fields copied as they are from rank 0's part; the others (``mpc``,
+    #: ``dropped``, ``assignment``) are combined over every part below.
+    FROM_INFO = ("k", "insecure_dealer", "epsilon", "epsilon_heuristic", "reproducible_noise",
+                 "noise_multiplier", "sigma", "mpc_phases")
 
     def to_json(self) -> dict[str, Any]:
         """A plain dict without the fields that do not apply (no ``null`` noise in the log)."""
@@ -90,17 +127,19 @@ class RoundRow:
         """The row from the parts in hand: every client rank's (rank 0, ``evaluation.gather``)
         or this rank's own. A part holds ``acc``, ``train_s``, ``agg_s``, ``info`` and, in
         round 1, ``zeroshot``; where the clients have them, the ``EXTRA_SPLITS`` keys (and in
-        round 1 their ``zeroshot_`` levels)."""
+        round 1 their ``zeroshot_`` levels); ``info`` is a :class:`RoundInfo` as :meth:`RoundInfo.to_wire`
+        sends it."""
         acc = {cid: a for part in parts for cid, a in part["acc"].items()}
         train_s = max(p["train_s"] for p in parts)
         zeroshot = [v for part in parts for v in part.get("zeroshot", {}).values()]
-        info = parts[0]["info"]
+        infos = [RoundInfo.from_wire(p["info"]) for p in parts]
+        info = infos[0]
         row = cls(round=round_idx + 1, method=method, seed=seed,
                   acc={str(k): v for k, v in sorted(acc.items())},
                   mean_acc=sum(acc.values()) / len(acc) if acc else float("nan"),
                   time=Timing(local_train_s=train_s, aggregate_s=max(p["agg_s"] for p in parts)),
                   zeroshot_acc=sum(zeroshot) / len(zeroshot) if zeroshot else None,
-                  **{key: info[key] for key in cls.FROM_INFO if key in info})
+                  **{key: getattr(info, key) for key in cls.FROM_INFO})
         for key in EXTRA_SPLITS:  # parts carry them where the clients have those splits
             extra = {cid: a for part in parts for cid, a in part.get(key, {}).items()}
             if extra:
@@ -109,15 +148,15 @@ class RoundRow:
             zs = [v for part in parts for v in part.get(f"zeroshot_{key}", {}).values()]
             if zs:
                 setattr(row, f"zeroshot_{key}", sum(zs) / len(zs))
-        if "mpc" in info:
-            costs = [p["info"]["mpc"] for p in parts]
-            row.mpc = MPCCost(seconds=max(c["seconds"] for c in costs), rounds=max(c["rounds"] for c in costs),
-                              bytes_per_party=max(c["bytes"] for c in costs))
+        if info.mpc is not None:
+            costs = [i.mpc for i in infos if i.mpc is not None]
+            row.mpc = MPCCost(seconds=max(c.seconds for c in costs), rounds=max(c.rounds for c in costs),
+                              bytes_per_party=max(c.bytes_per_party for c in costs))
             row.time.mpc_over_local = row.mpc.seconds / train_s if train_s > 0 else None
-        dropouts = sorted({int(c) for part in parts for c in part["info"].get("dropped", [])})
+        dropouts = sorted({int(c) for i in infos for c in i.dropped})
         if dropouts:
             row.dropouts = dropouts
-        assign = {cid: lab for part in parts for cid, lab in part["info"].get("assignment", {}).items()}
+        assign = {cid: lab for i in infos for cid, lab in (i.assignment or {}).items()}
         if assign:
             from sklearn.metrics import adjusted_rand_score
 

@@ -22,6 +22,7 @@ line naming the phase and the missing party (:mod:`launcher.faults`).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import logging
 import os
@@ -366,9 +367,9 @@ def run(cfg: Config, world: World, run_dir: Path | None = None, resume: bool = F
         for c in live:
             if c.cid in out.prompts:  # a client left out of the round keeps its prompt
                 c.learner.set_domain_prompt(out.prompts[c.cid])
-        dropped = sorted({c.cid for c in clients} - {c.cid for c in live} | set(out.info.get("dropped", [])))
+        dropped = sorted({c.cid for c in clients} - {c.cid for c in live} | set(out.info.dropped))
         part = {**_evaluate_all(live, backbone, classnames, zero_shot=not strategy.trains),
-                "train_s": train_s, "agg_s": agg_s, "info": {**out.info, "dropped": dropped}}
+                "train_s": train_s, "agg_s": agg_s, "info": dataclasses.replace(out.info, dropped=dropped).to_wire()}
         if r == 0:  # the reference level: hand-written prompts, nothing trained
             zs = _evaluate_all(live, backbone, classnames, zero_shot=True)
             part.update({"zeroshot" if k == "acc" else f"zeroshot_{k}": v for k, v in zs.items()})
