@@ -153,7 +153,8 @@ class DPFPL(Strategy):
             reseed_augmentation(c.train_x, cfg.seed, round_idx, c.cid)
         steppers = [
             BatchStepper(c.learner, c.train_x, c.train_y, lr=cfg.train.lr, batch_size=cfg.train.batch_size,
-                         optimizer=cfg.train.optimizer, balanced=cfg.train.balanced,
+                         optimizer=cfg.train.optimizer, balanced=cfg.train.balanced, softmax=cfg.train.softmax,
+                         absent_logit_scale=cfg.train.absent_logit_scale,
                          seed=client_seed(cfg.seed, round_idx, c.cid))
             for c in clients
         ]

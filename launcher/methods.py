@@ -27,6 +27,16 @@ OBSERVERS = {
 }
 
 
+#: how a held-out client gets its domain's shared prompt (``acc_newclient``)
+NEWCLIENT = {
+    "zeroshot": "nothing is shared: CLIP's hand-written prompts",
+    "shared": "the one shared domain prompt (every client holds the same)",
+    "domain": "the shared prompt of its true domain's clients",
+    "nearest_cluster": "the prompt of the cluster whose final centre is nearest its own one-round drift",
+    "none": "not evaluated",
+}
+
+
 @dataclass(frozen=True)
 class Method:
     name: str
@@ -43,6 +53,9 @@ class Method:
     aggregate: str | None = None  # one of AGGREGATES, or None: not a plaintext function of the uploads
     observer: str = "nobody"  # key of OBSERVERS
     topologies: tuple[str, ...] = ("peer",)  # mpc.topology values it runs in
+    # what a client held out of training is given after the last round (acc_newclient; one of
+    # NEWCLIENT); "none": not evaluated (SecFPP: in its plaintext twin only)
+    newclient: str = "zeroshot"
 
     def strategy_class(self) -> type:
         module, _, cls = self.strategy.partition(":")
@@ -57,17 +70,21 @@ METHODS: dict[str, Method] = {
     m.name: m
     for m in (
         Method("secfpp", "launcher.secure:SecFPP", uses_mpc=True, clusters=True, aggregate="cluster_mean",
-               observer="co_member", topologies=("peer", "servers")),
+               observer="co_member", topologies=("peer", "servers"), newclient="none"),
         Method("clustered", "launcher.secure:PlaintextClustered", clusters=True, aggregate="cluster_mean",
-               observer="server"),
-        Method("truedomain", "launcher.strategies:TrueDomains", aggregate="cluster_mean", observer="server"),
+               observer="server", newclient="nearest_cluster"),
+        Method("truedomain", "launcher.strategies:TrueDomains", aggregate="cluster_mean", observer="server",
+               newclient="domain"),
+        Method("fedavgd", "launcher.strategies:FedAvgD", aggregate="cluster_mean", observer="server",
+               newclient="shared"),
         Method("promptfl", "launcher.strategies:PromptFL", class_prompt=False, aggregate="weighted_mean",
-               observer="server"),
+               observer="server", newclient="shared"),
         Method("local", "launcher.strategies:LocalOnly", aggregate="own"),
         Method("zeroshot", "launcher.strategies:ZeroShot", trains=False, uploads=False),
-        Method("dpfedavg", "launcher.dp_strategies:DPFedAvg", dp=True, observer="dp_aggregator"),
+        Method("dpfedavg", "launcher.dp_strategies:DPFedAvg", dp=True, observer="dp_aggregator",
+               newclient="shared"),
         Method("dpfpl", "launcher.dp_strategies:DPFPL", dp=True, heuristic_epsilon=True, uploads=False,
-               observer="dp_gradients"),
+               observer="dp_gradients", newclient="shared"),
     )
 }
 

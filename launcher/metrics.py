@@ -19,6 +19,24 @@ from typing import Any
 #: validation splits, for anything chosen on data
 EXTRA_SPLITS = {"acc_domain": "domain_test", "acc_val": "val", "acc_domain_val": "domain_val"}
 
+#: a class-balanced split -> its accuracy on the classes in the client's training split and on
+#: the others (FedVLS's "vacant" classes): the two partition the split's samples
+SEEN_UNSEEN = {"acc_domain": ("acc_seen", "acc_unseen"), "acc_domain_val": ("acc_seen_val", "acc_unseen_val")}
+
+#: every per-client metric beyond ``acc``, as the row, the summary and ``compare`` carry them;
+#: ``acc_newclient`` is per held-out client (``data.holdout_clients_per_domain``), final round only
+CLIENT_METRICS = (*EXTRA_SPLITS, *(k for pair in SEEN_UNSEEN.values() for k in pair), "acc_newclient")
+
+#: own-label-mix splits: the ones ``evaluation.label_prior`` adjusts
+OWN_MIX = ("acc", "acc_val")
+
+
+def harmonic_mean(a: float | None, b: float | None) -> float | None:
+    """Of seen and unseen accuracy (the generalisation literature's H)."""
+    if a is None or b is None:
+        return None
+    return 0.0 if a + b == 0 else 2 * a * b / (a + b)
+
 
 @dataclass
 class Timing:
@@ -100,6 +118,23 @@ class RoundRow:
     acc_domain_val: dict[str, float] | None = None
     mean_acc_domain_val: float | None = None
     zeroshot_acc_domain_val: float | None = None
+    acc_seen: dict[str, float] | None = None  # acc_domain on the classes of the client's training split
+    mean_acc_seen: float | None = None
+    zeroshot_acc_seen: float | None = None
+    acc_unseen: dict[str, float] | None = None  # ... and on the classes absent from it
+    mean_acc_unseen: float | None = None
+    zeroshot_acc_unseen: float | None = None
+    acc_seen_val: dict[str, float] | None = None  # the same on the domain validation split
+    mean_acc_seen_val: float | None = None
+    zeroshot_acc_seen_val: float | None = None
+    acc_unseen_val: dict[str, float] | None = None
+    mean_acc_unseen_val: float | None = None
+    zeroshot_acc_unseen_val: float | None = None
+    # last round, data.holdout_clients_per_domain: held-out client id -> its domain's shared prompt
+    # alone on its class-balanced domain test split (zero-shot for methods that share nothing)
+    acc_newclient: dict[str, float] | None = None
+    mean_acc_newclient: float | None = None
+    zeroshot_acc_newclient: float | None = None
     noise_multiplier: float | None = None  # dpfedavg
     sigma: float | None = None  # dpfpl
     mpc_phases: dict[str, dict[str, Any]] | None = None  # client rank 0's MPC cost per SecPC phase
@@ -126,7 +161,7 @@ class RoundRow:
                    clients_domain: dict[int, int]) -> "RoundRow":
         """The row from the parts in hand: every client rank's (rank 0, ``evaluation.gather``)
         or this rank's own. A part holds ``acc``, ``train_s``, ``agg_s``, ``info`` and, in
-        round 1, ``zeroshot``; where the clients have them, the ``EXTRA_SPLITS`` keys (and in
+        round 1, ``zeroshot``; where the clients have them, the ``CLIENT_METRICS`` keys (and in
         round 1 their ``zeroshot_`` levels); ``info`` is a :class:`RoundInfo` as :meth:`RoundInfo.to_wire`
         sends it."""
         acc = {cid: a for part in parts for cid, a in part["acc"].items()}
@@ -140,7 +175,7 @@ class RoundRow:
                   time=Timing(local_train_s=train_s, aggregate_s=max(p["agg_s"] for p in parts)),
                   zeroshot_acc=sum(zeroshot) / len(zeroshot) if zeroshot else None,
                   **{key: getattr(info, key) for key in cls.FROM_INFO})
-        for key in EXTRA_SPLITS:  # parts carry them where the clients have those splits
+        for key in CLIENT_METRICS:  # parts carry them where the clients have those splits
             extra = {cid: a for part in parts for cid, a in part.get(key, {}).items()}
             if extra:
                 setattr(row, key, {str(k): v for k, v in sorted(extra.items())})

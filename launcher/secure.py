@@ -157,11 +157,29 @@ class PlaintextClustered(Strategy):
         self.schedule.k = res.k
         shape = inp.domain_init.shape
         rows = {cid: res.rows[j].float().reshape(shape) for j, cid in enumerate(ids)}
+        self.last = (res, k_range, ids, rows, p.double().mean(0).float().reshape(shape))
         self.features.installed_now(rows)
         info = RoundInfo(k=res.k)
         if self.cfg.evaluation.gather:
             info.assignment = {cid: int(res.labels[j]) for j, cid in enumerate(ids) if cid in inp.prompts}
         return RoundOutput({cid: rows[cid] for cid in inp.prompts}, info)
+
+    def nearest_cluster_prompt(self, drift: torch.Tensor, domain_init: torch.Tensor) -> torch.Tensor:
+        """What a client held out of training gets (``acc_newclient``): the last round's prompt of
+        the cluster whose final centre (of the chosen candidate) is nearest its reduced ``drift``,
+        reduced as every client's row is; the all-client mean if that cluster has no member.
+        Plaintext twin only: SecFPP would need a secure nearest-centre query, which it does not have."""
+        from mpc.layout import candidate_groups, group_layout
+        from mpc.projection import projection_matrix, reduce_prompt
+
+        res, k_range, ids, rows, everyone = self.last
+        R = projection_matrix(domain_init.numel(), self.cfg.mpc.proj_dim, seed=self.cfg.seed)
+        x = reduce_prompt(domain_init + drift, domain_init, R).double()
+        off, k = group_layout(candidate_groups(*k_range, self.cfg.mpc.restarts))[res.group]
+        centres = res.S[off:off + k].double() / (res.n[off:off + k].double().unsqueeze(1) * 2.0 ** _bits(self.cfg))
+        j = int(((centres - x) ** 2).sum(1).argmin())
+        members = [cid for i, cid in enumerate(ids) if int(res.labels[i]) == j]
+        return rows[members[0]].clone() if members else everyone.clone()
 
     def state_dict(self) -> dict[str, Any]:
         return {"k": self.schedule.k, "centres": self.centres, "features": self.features.state_dict()}

@@ -161,6 +161,8 @@ class Strategy:
                     batch_size=cfg.train.batch_size,
                     optimizer=cfg.train.optimizer,
                     balanced=cfg.train.balanced,
+                    softmax=cfg.train.softmax,
+                    absent_logit_scale=cfg.train.absent_logit_scale,
                     seed=client_seed(cfg.seed, round_idx, c.cid),
                 )
         return time.perf_counter() - t0
@@ -201,6 +203,24 @@ class PromptFL(Strategy):
     def aggregate(self, inp: RoundInput) -> RoundOutput:
         mean = weighted_mean(*self._gather(inp))
         return RoundOutput({cid: mean.clone() for cid in inp.prompts})
+
+
+class FedAvgD(Strategy):
+    """The ablation between local-only and SecFPP: every client's domain prompt averaged into one
+    (SecPC's aggregate with a single cluster: the plain mean), class prompts private (FedOTP-like).
+
+    Why: SecFPP differs from local-only in two ways, sharing ``D`` and clustering it; this shares
+    it without clustering, so a benchmark can tell the two apart.
+    """
+
+    def aggregate(self, inp: RoundInput) -> RoundOutput:
+        prompts, _ = self._gather(inp)
+        one = dict.fromkeys(prompts, 0)
+        rows = cluster_means(prompts, one, min_cluster_size=1)
+        info = RoundInfo(k=1)
+        if self.cfg.evaluation.gather:
+            info.assignment = {cid: 0 for cid in inp.prompts}
+        return RoundOutput({cid: rows[cid].float() for cid in inp.prompts}, info)
 
 
 class TrueDomains(Strategy):
