@@ -96,7 +96,8 @@ class TrainConfig:
     balanced: bool = False
     # which classes the cross-entropy's softmax runs over: "all" (every class; a class the client
     # has no image of is trained as a negative only) or "seen" (the classes of the client's
-    # training split: FedRS's restricted softmax, an absent class's prompt gets no gradient)
+    # training split: FedRS's restricted softmax, an absent class's prompt gets no gradient).
+    # "all" won on validation (docs/hierarchy.md)
     softmax: str = one_of(("all", "seen"), "all", "all or seen")
     # softmax=seen: null removes absent classes from the softmax; a value a in [0, 1] keeps them
     # with their logits scaled by a (FedRS's scaled form)
@@ -147,11 +148,12 @@ class EvaluationConfig:
     # own protocol crosses ranks; each rank writes its own clients' metrics file.
     gather: bool = False
     # classes absent from a client's training split at prediction: "trained" (their class prompts
-    # as training left them) or "domain" (L[c] = 0: the domain prompt alone)
-    unseen_classes: str = one_of(("trained", "domain"), "trained", "trained or domain")
+    # as training left them) or "domain" (L[c] = 0: the domain prompt alone). The default, with
+    # label_prior and train.softmax, was chosen on validation splits (docs/hierarchy.md)
+    unseen_classes: str = one_of(("trained", "domain"), "domain", "trained or domain")
     # own-mix predictions (acc, acc_val) add log of the client's training label prior (add-one
     # smoothed) to the logits: post-hoc logit adjustment (Menon et al. 2021), no tuned temperature
-    label_prior: bool = False
+    label_prior: bool = True
 
 
 @dataclass
