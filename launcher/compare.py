@@ -24,7 +24,7 @@ from launcher.config import ConfigError, load_config
 from launcher.topology import world_size
 from launcher.rundir import RunDir
 from launcher import methods
-from launcher.metrics import EXTRA_SPLITS
+from launcher.metrics import CLIENT_METRICS, harmonic_mean
 
 DEFAULT_METHODS = ",".join(methods.METHODS)
 
@@ -85,12 +85,18 @@ def _aggregate(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "evaluation_gathered": all(r["summary"].get("evaluation_gathered", False) for r in runs),
         }
         row["acc_per_domain"] = _per_domain(runs, "final_acc_per_domain")
-        for key in EXTRA_SPLITS:  # the fonts benchmark's second metric and the validation twins
+        for key in CLIENT_METRICS:  # the fonts benchmark's other metrics and the validation twins
             if all(f"final_{key}" in r["summary"] for r in runs):
                 per_client_d = [a for r in runs for a in r["summary"][f"final_{key}_per_client"].values()]
                 row[f"{key}_mean"] = statistics.fmean(per_client_d)
                 row[f"{key}_std"] = statistics.pstdev(per_client_d)
+                row[f"{key}_std_over_seeds"] = (statistics.pstdev(r["summary"][f"final_{key}"] for r in runs)
+                                                if len(runs) > 1 else 0.0)
                 row[f"{key}_per_domain"] = _per_domain(runs, f"final_{key}_per_domain")
+        for suffix in ("", "_val"):  # harmonic mean of the seen and unseen means
+            hm = harmonic_mean(row.get(f"acc_seen{suffix}_mean"), row.get(f"acc_unseen{suffix}_mean"))
+            if hm is not None:
+                row[f"acc_hm{suffix}_mean"] = hm
         mpc = [r["summary"]["mpc_over_local"] for r in runs if "mpc_over_local" in r["summary"]]
         if mpc:
             row["mpc_over_local"] = statistics.fmean(mpc)
@@ -115,25 +121,38 @@ def _mean_curve(curves: list[list[float]]) -> list[float]:
     return [statistics.fmean(c[i] for c in curves) for i in range(n)]
 
 
+#: optional columns of the table: (results key, header), shown when some row has them
+_COLUMNS = (("acc_domain", "acc_domain (%)"), ("acc_seen", "acc_seen (%)"), ("acc_unseen", "acc_unseen (%)"),
+            ("acc_hm", "H(seen, unseen)"), ("acc_newclient", "acc_newclient (%)"))
+
+
 def _table(rows: list[dict[str, Any]]) -> str:
-    dom = any("acc_domain_mean" in r for r in rows)  # datasets with a class-balanced domain test split
+    cols = [(key, head) for key, head in _COLUMNS if any(f"{key}_mean" in r for r in rows)]
     lines = [
         "| method | epsilon | accuracy (%) mean ± std over clients x seeds | "
-        + ("acc_domain (%) | " if dom else "") + "std over seeds | final ARI | MPC/local time | seeds |",
-        "| --- | --- | --- | " + ("--- | " if dom else "") + "--- | --- | --- | --- |",
+        + "".join(f"{head} | " for _, head in cols) + "std over seeds | final ARI | MPC/local time | seeds |",
+        "| --- | --- | --- | " + "--- | " * len(cols) + "--- | --- | --- | --- |",
     ]
     for r in rows:
         eps = "—" if r["epsilon"] is None else f"{r['epsilon']:g}" + ("*" if r.get("epsilon_heuristic") else "")
         ari = f"{r['final_ari']:.2f}" if "final_ari" in r else "—"
         ratio = f"{r['mpc_over_local']:.1f}" if "mpc_over_local" in r else "—"
-        adom = (f"{100 * r['acc_domain_mean']:.1f} ± {100 * r['acc_domain_std']:.1f} | " if "acc_domain_mean" in r
-                else "— | ") if dom else ""
+        extra = ""
+        for key, _ in cols:
+            if f"{key}_mean" not in r:
+                extra += "— | "
+            elif f"{key}_std" in r:
+                extra += f"{100 * r[f'{key}_mean']:.1f} ± {100 * r[f'{key}_std']:.1f} | "
+            else:
+                extra += f"{100 * r[f'{key}_mean']:.1f} | "
         lines.append(
-            f"| {r['method']} | {eps} | {100 * r['acc_mean']:.1f} ± {100 * r['acc_std']:.1f} | {adom}"
+            f"| {r['method']} | {eps} | {100 * r['acc_mean']:.1f} ± {100 * r['acc_std']:.1f} | {extra}"
             f"{100 * r['acc_std_over_seeds']:.1f} | {ari} | {ratio} | {r['seeds']} |"
         )
     if any(r.get("epsilon_heuristic") for r in rows):
         lines += ["", "\\* heuristic epsilon (DP-FPL's noise formula, no accountant): not comparable with an accounted one."]
+    if any("acc_newclient_mean" in r for r in rows) and any("acc_newclient_mean" not in r for r in rows):
+        lines += ["", "acc_newclient —: not evaluated (SecFPP: in its plaintext twin `clustered` only)."]
     return "\n".join(lines) + "\n"
 
 

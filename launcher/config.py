@@ -73,6 +73,9 @@ class DataConfig:
     test_per_class: int = at_least(1, 8)
     domain_test_per_class: int = at_least(1, 4)
     domain_val_per_class: int = at_least(0, 4)  # class-balanced validation split of the domain (acc_domain_val)
+    # fonts only: clients per domain held out of training (never train, never share), on which
+    # each domain's shared prompt alone is evaluated after the last round (acc_newclient)
+    holdout_clients_per_domain: int = at_least(0, 0)
 
 
 @dataclass
@@ -91,6 +94,14 @@ class TrainConfig:
     batch_size: int = at_least(1, 32)
     optimizer: str = one_of(("sgd", "adam"), "sgd", "sgd or adam")
     balanced: bool = False
+    # which classes the cross-entropy's softmax runs over: "all" (every class; a class the client
+    # has no image of is trained as a negative only) or "seen" (the classes of the client's
+    # training split: FedRS's restricted softmax, an absent class's prompt gets no gradient).
+    # "all" won on validation (docs/hierarchy.md)
+    softmax: str = one_of(("all", "seen"), "all", "all or seen")
+    # softmax=seen: null removes absent classes from the softmax; a value a in [0, 1] keeps them
+    # with their logits scaled by a (FedRS's scaled form)
+    absent_logit_scale: float | None = _rule(lambda v: v is None or 0 <= v <= 1, "must be in [0, 1] or null", None)
     # A random affine view drawn at every step, so the image encoder runs in every step (the
     # realistic cost); off: images are encoded once and cached (n_views cached augmentations)
     augment: bool = False
@@ -139,6 +150,13 @@ class EvaluationConfig:
     # decrypts its own cluster label and sends it too (for the ARI). Off: nothing but the method's
     # own protocol crosses ranks; each rank writes its own clients' metrics file.
     gather: bool = False
+    # classes absent from a client's training split at prediction: "trained" (their class prompts
+    # as training left them) or "domain" (L[c] = 0: the domain prompt alone). The default, with
+    # label_prior and train.softmax, was chosen on validation splits (docs/hierarchy.md)
+    unseen_classes: str = one_of(("trained", "domain"), "domain", "trained or domain")
+    # own-mix predictions (acc, acc_val) add log of the client's training label prior (add-one
+    # smoothed) to the logits: post-hoc logit adjustment (Menon et al. 2021), no tuned temperature
+    label_prior: bool = True
 
 
 @dataclass
@@ -203,6 +221,10 @@ def _check_relations(cfg: Config) -> None:
 
         need(d.shots is not None, "data.shots: required for data.name=fonts (per-class budget before label skew)")
         need(d.n_domains <= len(FONT_DOMAINS), f"data.n_domains: the fonts have {len(FONT_DOMAINS)} domains")
+    need(d.holdout_clients_per_domain == 0 or d.name == "fonts",
+         f"data.holdout_clients_per_domain: only the fonts benchmark has held-out clients, not {d.name!r}")
+    need(cfg.train.absent_logit_scale is None or cfg.train.softmax == "seen",
+         "train.absent_logit_scale: FedRS's scaled form needs train.softmax=seen")
     if d.domains is not None:
         if d.name == "fonts":
             from prompts.data.fonts import DOMAIN_NAMES
@@ -215,13 +237,16 @@ def _check_relations(cfg: Config) -> None:
         need(len(set(d.domains)) == len(d.domains), f"data.domains: repeated style in {d.domains}")
         need(len(d.domains) == d.n_domains,
              f"data.domains lists {len(d.domains)} styles but data.n_domains={d.n_domains}; make them agree")
+    method = METHODS[cfg.method]
     need(1 <= p.k_min <= p.k_max, f"mpc: need 1 <= k_min <= k_max, got {p.k_min}..{p.k_max}")
-    need(not DEALERS[p.dealer].insecure or p.allow_insecure or not METHODS[cfg.method].uses_mpc,
+    need(not DEALERS[p.dealer].insecure or p.allow_insecure or not method.uses_mpc,
          "mpc.dealer=tfp lets party 0 (compute party 0 in the servers topology) make the Beaver triples and "
          "learn every client's secrets; set mpc.allow_insecure=true to run it anyway (results are labelled "
          "insecure_dealer)")
-    if p.topology == "servers":
-        need(cfg.method == "secfpp", f"mpc.topology=servers is SecFPP's; method={cfg.method} has no compute parties")
+    if p.topology != "peer":
+        owners = [m.name for m in METHODS.values() if p.topology in m.topologies]
+        need(p.topology in method.topologies,
+             f"mpc.topology={p.topology} is {'/'.join(owners)}'s; method={cfg.method} has no compute parties")
         need(p.client_ranks <= cfg.n_clients,
              f"mpc.client_ranks={p.client_ranks} exceeds the number of clients ({cfg.n_clients})")
     need(not p.tolerate_rank_loss or (p.topology == "servers" and cfg.method == "secfpp"),
@@ -230,7 +255,7 @@ def _check_relations(cfg: Config) -> None:
     need(not p.tolerate_rank_loss or p.timeout_s > 2 * p.deadline_s,
          f"mpc.tolerate_rank_loss: mpc.timeout_s={p.timeout_s:g} must exceed twice mpc.deadline_s={p.deadline_s:g} "
          "(the other compute parties and the dealer wait while compute party 0 waits out a silent client rank)")
-    if cfg.method in ("secfpp", "clustered"):
+    if method.clusters:
         need(p.k_max <= cfg.n_clients, f"mpc.k_max={p.k_max} exceeds the number of clients ({cfg.n_clients})")
         need(cfg.n_clients >= 2, "secure clustering needs at least 2 clients")
         need(

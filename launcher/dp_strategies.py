@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from launcher.config import Config
-from launcher.methods import get as get_method
+from launcher.metrics import RoundInfo
 from launcher.strategies import RoundInput, RoundOutput, Strategy, TrainableClient, client_seed, reseed_augmentation
 from launcher.world import World
 from prompts import dp_mechanisms as dp
@@ -48,8 +48,6 @@ class DPFedAvg(Strategy):
     local and is never shared, as in SecFPP.
     """
 
-    name = "dpfedavg"
-
     def __init__(self, cfg: Config, world: World) -> None:
         super().__init__(cfg, world)
         self.noise_multiplier = dp.calibrate_noise_multiplier(cfg.dp.epsilon, cfg.dp.delta, cfg.rounds)
@@ -71,8 +69,8 @@ class DPFedAvg(Strategy):
         eps = dp.epsilon_spent(self.noise_multiplier, inp.round_idx + 1, self.cfg.dp.delta)
         return RoundOutput(
             {cid: self.global_prompt.clone() for cid in inp.prompts},
-            {"epsilon": eps, "noise_multiplier": self.noise_multiplier,
-             "reproducible_noise": self.cfg.dp.reproducible_noise},
+            RoundInfo(epsilon=eps, noise_multiplier=self.noise_multiplier,
+                      reproducible_noise=self.cfg.dp.reproducible_noise),
         )
 
     def state_dict(self) -> dict[str, Any]:
@@ -129,8 +127,6 @@ class DPFPL(Strategy):
     round, step)); only then does a resumed run repeat an uninterrupted one exactly.
     """
 
-    name = "dpfpl"
-
     def __init__(self, cfg: Config, world: World) -> None:
         super().__init__(cfg, world)
         self.sigma = dp.dpfpl_sigma(cfg.dp.epsilon, cfg.dp.delta, cfg.rounds)
@@ -157,7 +153,8 @@ class DPFPL(Strategy):
             reseed_augmentation(c.train_x, cfg.seed, round_idx, c.cid)
         steppers = [
             BatchStepper(c.learner, c.train_x, c.train_y, lr=cfg.train.lr, batch_size=cfg.train.batch_size,
-                         optimizer=cfg.train.optimizer, balanced=cfg.train.balanced,
+                         optimizer=cfg.train.optimizer, balanced=cfg.train.balanced, softmax=cfg.train.softmax,
+                         absent_logit_scale=cfg.train.absent_logit_scale,
                          seed=client_seed(cfg.seed, round_idx, c.cid))
             for c in clients
         ]
@@ -202,6 +199,6 @@ class DPFPL(Strategy):
         # D moved in lockstep with the same noisy gradient on every client: already shared
         return RoundOutput(
             dict(inp.prompts),
-            {"epsilon": self.cfg.dp.epsilon, "epsilon_heuristic": get_method(self.name).heuristic_epsilon,
-             "sigma": self.sigma, "reproducible_noise": self.cfg.dp.reproducible_noise},
+            RoundInfo(epsilon=self.cfg.dp.epsilon, epsilon_heuristic=self.method().heuristic_epsilon,
+                      sigma=self.sigma, reproducible_noise=self.cfg.dp.reproducible_noise),
         )

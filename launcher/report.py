@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from launcher.config import Config
-from launcher.metrics import EXTRA_SPLITS, RoundRow
+from launcher.metrics import CLIENT_METRICS, RoundRow, harmonic_mean
 from launcher.rundir import RunDir
 
 LAST_ROUNDS = 3
@@ -60,10 +60,10 @@ def summarise(cfg: Config, rows: list[RoundRow], domains: dict[int, int]) -> dic
         "reproducible_noise": bool(final.reproducible_noise),  # DP noise seeded by the public config
         "evaluation_gathered": cfg.evaluation.gather,
     }
-    for key in EXTRA_SPLITS:  # the extra evaluation splits (fonts), as ``acc`` above
+    for key in CLIENT_METRICS:  # the extra evaluation splits (fonts), as ``acc`` above
         per_client = getattr(final, key)
         if per_client is not None:
-            by_domain: dict[int, list[float]] = {}
+            by_domain: dict[int, list[float]] = {}  # held-out clients' domains are in ``domains`` too
             for cid, acc in per_client.items():
                 by_domain.setdefault(domains[int(cid)], []).append(acc)
             summary[f"final_{key}"] = getattr(final, f"mean_{key}")
@@ -71,6 +71,10 @@ def summarise(cfg: Config, rows: list[RoundRow], domains: dict[int, int]) -> dic
             summary[f"final_{key}_per_client"] = per_client
             summary[f"final_{key}_per_domain"] = {str(d): statistics.fmean(v) for d, v in sorted(by_domain.items())}
             summary[f"{key}_per_round"] = [getattr(r, f"mean_{key}") for r in rows]
+    for suffix in ("", "_val"):
+        hm = harmonic_mean(summary.get(f"final_acc_seen{suffix}"), summary.get(f"final_acc_unseen{suffix}"))
+        if hm is not None:
+            summary[f"final_acc_hm{suffix}"] = hm
     if final.mpc is not None:
         costs = [r.mpc for r in rows if r.mpc is not None]
         summary["mpc_s_per_round"] = statistics.fmean(c.seconds for c in costs)

@@ -22,6 +22,7 @@ line naming the phase and the missing party (:mod:`launcher.faults`).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import logging
 import os
@@ -35,7 +36,7 @@ import torch
 
 from launcher import faults
 from launcher.config import Config, ConfigError, from_dict, load_config
-from launcher.metrics import EXTRA_SPLITS, RoundRow
+from launcher.metrics import EXTRA_SPLITS, OWN_MIX, SEEN_UNSEEN, RoundRow
 from launcher.rundir import CheckpointError, RunDir
 from launcher.methods import get as get_method, make_strategy
 from launcher.strategies import RoundInput
@@ -192,25 +193,43 @@ def _set_up(cfg: Config, rd: RunDir, rank: int, n_client_ranks: int, resume: boo
 # ------------------------------------------------------------------------------- loop
 
 
-def _evaluate(clients: list[Client], backbone: Any, classnames: list[str], zero_shot: bool,
-              split: str = "acc") -> dict[int, float]:
-    """Accuracy per client on its test split (``split="acc"``) or one of ``EXTRA_SPLITS`` (clients that
-    have it): of its prompt, or of the hand-written prompts (``zero_shot``)."""
-    from prompts.training import evaluate, zero_shot_accuracy
+def client_metrics(c: Client, backbone: Any, classnames: list[str], zero_shot: bool, cfg: Config) -> dict[str, float]:
+    """One client's accuracies: ``acc`` on its test split and, where it has them, the
+    ``EXTRA_SPLITS`` and their ``SEEN_UNSEEN`` parts (classes in / absent from its training
+    split), of its prompts or of the hand-written ones (``zero_shot``).
 
-    data = {c.cid: (c.test_x, c.test_y) if split == "acc" else c.extra[split]
-            for c in clients if split == "acc" or split in c.extra}
-    if zero_shot:
-        return {c.cid: zero_shot_accuracy(backbone, classnames, *data[c.cid]) for c in clients if c.cid in data}
-    return {c.cid: evaluate(c.learner, *data[c.cid]) for c in clients if c.cid in data}
+    ``evaluation.unseen_classes=domain`` predicts a class absent from the training split with the
+    domain prompt alone (``L[c] = 0``); ``evaluation.label_prior`` adds the log training label
+    prior to the own-mix splits' logits (``OWN_MIX``), for every method alike."""
+    from sklearn.metrics import accuracy_score
+
+    from prompts.training import log_prior, logits, zero_shot_logits
+
+    n = len(classnames)
+    seen = torch.bincount(torch.as_tensor(c.train_y, dtype=torch.long), minlength=n) > 0
+    domain_only = ~seen if cfg.evaluation.unseen_classes == "domain" else None
+    prior = log_prior(c.train_y, n) if cfg.evaluation.label_prior else None
+    out: dict[str, float] = {}
+    for key, (x, y) in {"acc": (c.test_x, c.test_y), **c.extra}.items():
+        y = torch.as_tensor(y, dtype=torch.long)
+        if len(y) == 0:
+            continue
+        p = prior if key in OWN_MIX else None
+        pred = (zero_shot_logits(backbone, classnames, x, p) if zero_shot else logits(c.learner, x, domain_only, p)).argmax(-1)
+        out[key] = float(accuracy_score(y.numpy(), pred.numpy()))
+        for part, mask in zip(SEEN_UNSEEN.get(key, ()), (seen[y], ~seen[y])):
+            if bool(mask.any()):
+                out[part] = float(accuracy_score(y[mask].numpy(), pred[mask].numpy()))
+    return out
 
 
-def _evaluate_all(clients: list[Client], backbone: Any, classnames: list[str], zero_shot: bool) -> dict[str, Any]:
-    """``{"acc": ..., "acc_domain": ..., ...}``: every split this rank's clients have."""
-    out = {"acc": _evaluate(clients, backbone, classnames, zero_shot)}
-    for key in EXTRA_SPLITS:
-        if any(key in c.extra for c in clients):
-            out[key] = _evaluate(clients, backbone, classnames, zero_shot, key)
+def _evaluate_all(clients: list[Client], backbone: Any, classnames: list[str], zero_shot: bool,
+                  cfg: Config) -> dict[str, dict[int, float]]:
+    """``{"acc": {cid: ...}, "acc_domain": ..., "acc_seen": ..., ...}``: every metric this rank's clients have."""
+    out: dict[str, dict[int, float]] = {}
+    for c in clients:
+        for key, v in client_metrics(c, backbone, classnames, zero_shot, cfg).items():
+            out.setdefault(key, {})[c.cid] = v
     return out
 
 
@@ -330,12 +349,20 @@ def run(cfg: Config, world: World, run_dir: Path | None = None, resume: bool = F
         for c in live:
             if c.cid in out.prompts:  # a client left out of the round keeps its prompt
                 c.learner.set_domain_prompt(out.prompts[c.cid])
-        dropped = sorted({c.cid for c in clients} - {c.cid for c in live} | set(out.info.get("dropped", [])))
-        part = {**_evaluate_all(live, backbone, classnames, zero_shot=not strategy.trains),
-                "train_s": train_s, "agg_s": agg_s, "info": {**out.info, "dropped": dropped}}
+        dropped = sorted({c.cid for c in clients} - {c.cid for c in live} | set(out.info.dropped))
+        part = {**_evaluate_all(live, backbone, classnames, not strategy.trains, cfg),
+                "train_s": train_s, "agg_s": agg_s, "info": dataclasses.replace(out.info, dropped=dropped).to_wire()}
         if r == 0:  # the reference level: hand-written prompts, nothing trained
-            zs = _evaluate_all(live, backbone, classnames, zero_shot=True)
+            zs = _evaluate_all(live, backbone, classnames, True, cfg)
             part.update({"zeroshot" if k == "acc" else f"zeroshot_{k}": v for k, v in zs.items()})
+        if r == cfg.rounds - 1 and cfg.data.holdout_clients_per_domain:
+            if clients_world.size == 1:  # every client's final prompt in hand
+                from launcher.newclient import evaluate_newclients
+
+                part["acc_newclient"], held_domains = evaluate_newclients(cfg, strategy, clients)
+                domains.update(held_domains)
+            elif clients_world.is_root:
+                log.warning("acc_newclient is evaluated where one process holds every client; not here")
         parts = clients_world.gather(part) if gather and not servers else [part]
         faults.enter("checkpoint", r)
         rd.save_shard(

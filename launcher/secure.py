@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from launcher.config import Config
+from launcher.metrics import MPCCost, RoundInfo
 from launcher.strategies import RoundInput, RoundOutput, Strategy
 from launcher.world import World
 from mpc.dealer import DEALERS
@@ -137,8 +138,6 @@ class _AdaptiveSchedule:
 class PlaintextClustered(Strategy):
     """SecPC's maths in the clear at an honest server: SecFPP's accuracy twin, no privacy."""
 
-    name = "clustered"
-
     def __init__(self, cfg: Config, world: World) -> None:
         super().__init__(cfg, world)
         self.schedule = _AdaptiveSchedule(cfg)
@@ -157,11 +156,29 @@ class PlaintextClustered(Strategy):
         self.schedule.k = res.k
         shape = inp.domain_init.shape
         rows = {cid: res.rows[j].float().reshape(shape) for j, cid in enumerate(ids)}
+        self.last = (res, k_range, ids, rows, p.double().mean(0).float().reshape(shape))
         self.features.installed_now(rows)
-        info: dict[str, Any] = {"k": res.k}
+        info = RoundInfo(k=res.k)
         if self.cfg.evaluation.gather:
-            info["assignment"] = {cid: int(res.labels[j]) for j, cid in enumerate(ids) if cid in inp.prompts}
+            info.assignment = {cid: int(res.labels[j]) for j, cid in enumerate(ids) if cid in inp.prompts}
         return RoundOutput({cid: rows[cid] for cid in inp.prompts}, info)
+
+    def nearest_cluster_prompt(self, drift: torch.Tensor, domain_init: torch.Tensor) -> torch.Tensor:
+        """What a client held out of training gets (``acc_newclient``): the last round's prompt of
+        the cluster whose final centre (of the chosen candidate) is nearest its reduced ``drift``,
+        reduced as every client's row is; the all-client mean if that cluster has no member.
+        Plaintext twin only: SecFPP would need a secure nearest-centre query, which it does not have."""
+        from mpc.layout import candidate_groups, group_layout
+        from mpc.projection import projection_matrix, reduce_prompt
+
+        res, k_range, ids, rows, everyone = self.last
+        R = projection_matrix(domain_init.numel(), self.cfg.mpc.proj_dim, seed=self.cfg.seed)
+        x = reduce_prompt(domain_init + drift, domain_init, R).double()
+        off, k = group_layout(candidate_groups(*k_range, self.cfg.mpc.restarts))[res.group]
+        centres = res.S[off:off + k].double() / (res.n[off:off + k].double().unsqueeze(1) * 2.0 ** _bits(self.cfg))
+        j = int(((centres - x) ** 2).sum(1).argmin())
+        members = [cid for i, cid in enumerate(ids) if int(res.labels[i]) == j]
+        return rows[members[0]].clone() if members else everyone.clone()
 
     def state_dict(self) -> dict[str, Any]:
         return {"k": self.schedule.k, "centres": self.centres, "features": self.features.state_dict()}
@@ -175,9 +192,6 @@ class PlaintextClustered(Strategy):
 class SecFPP(Strategy):
     """SecPC under CrypTen: each party shares its reduced and full domain prompts, and gets
     back only its own cluster's mean prompt (see the README's threat model)."""
-
-    name = "secfpp"
-    uses_mpc = True
 
     def __init__(self, cfg: Config, world: World, party: Any) -> None:
         super().__init__(cfg, world)
@@ -202,14 +216,14 @@ class SecFPP(Strategy):
         self.schedule.k = res.k
         shape = inp.domain_init.shape
         total = res.stats["total"]
-        info: dict[str, Any] = {
-            "k": res.k,
-            "mpc": {"seconds": total["seconds"], "rounds": total["rounds"], "bytes": total["bytes"]},
-            "mpc_phases": res.stats,
-            "insecure_dealer": res.insecure_dealer,
-        }
+        info = RoundInfo(
+            k=res.k,
+            mpc=MPCCost(seconds=total["seconds"], rounds=total["rounds"], bytes_per_party=total["bytes"]),
+            mpc_phases=res.stats,
+            insecure_dealer=res.insecure_dealer,
+        )
         if res.own_assignment is not None:
-            info["assignment"] = {cid: int(res.own_assignment[j]) for j, cid in enumerate(ids)}
+            info.assignment = {cid: int(res.own_assignment[j]) for j, cid in enumerate(ids)}
         rows = {cid: res.own_rows[j].float().reshape(shape) for j, cid in enumerate(ids)}
         self.features.installed_now(rows)
         return RoundOutput(rows, info)
@@ -231,15 +245,15 @@ class SecFPP(Strategy):
         shape = inp.domain_init.shape
         rows = {cid: res.rows[cid].reshape(shape) for cid in res.included}
         self.features.installed_now({**inp.prompts, **rows})
-        info: dict[str, Any] = {
-            "k": res.k,
+        info = RoundInfo(
+            k=res.k,
             # a client's own view: the share and output messages, their bytes, its wall time
-            "mpc": {"seconds": res.seconds, "rounds": 2, "bytes": res.bytes_sent + res.bytes_received},
-            "insecure_dealer": DEALERS[self.cfg.mpc.dealer].insecure,
-            "dropped": [cid for cid in ids if cid not in rows],
-        }
+            mpc=MPCCost(seconds=res.seconds, rounds=2, bytes_per_party=res.bytes_sent + res.bytes_received),
+            insecure_dealer=DEALERS[self.cfg.mpc.dealer].insecure,
+            dropped=[cid for cid in ids if cid not in rows],
+        )
         if res.labels:
-            info["assignment"] = dict(res.labels)
+            info.assignment = dict(res.labels)
         return RoundOutput(rows, info)
 
     def state_dict(self) -> dict[str, Any]:

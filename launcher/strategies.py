@@ -25,11 +25,13 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol
+from typing import Any, Protocol
 
 import torch
 
 from launcher.config import Config
+from launcher.methods import Method, of_strategy
+from launcher.metrics import RoundInfo
 from launcher.world import World
 
 
@@ -68,18 +70,68 @@ class RoundInput:
 @dataclass
 class RoundOutput:
     prompts: dict[int, torch.Tensor]  # new domain prompt per local client
-    info: dict[str, Any] = field(default_factory=dict)  # logged into metrics.jsonl
+    info: RoundInfo = field(default_factory=RoundInfo)  # logged into metrics.jsonl, every field
+
+
+def weighted_mean(uploads: dict[int, torch.Tensor], weights: dict[int, int]) -> torch.Tensor:
+    """PromptFL's (FedAvg's) aggregate: the sample-weighted mean of every upload. The one copy:
+    the strategy and the audit's upload check both call it."""
+    ids = sorted(uploads)
+    w = torch.tensor([float(weights[i]) for i in ids])
+    return (torch.stack([uploads[i] for i in ids]) * (w / w.sum()).view(-1, *([1] * uploads[ids[0]].ndim))).sum(0)
+
+
+def cluster_means(uploads: dict[int, torch.Tensor], labels: dict[int, int], min_cluster_size: int) -> dict[int, torch.Tensor]:
+    """SecPC's aggregate in plaintext for a given partition: each client gets its cluster's plain
+    mean upload, or the all-client mean when its cluster is under ``min_cluster_size``. The one
+    copy of that formula is :func:`mpc.reference.aggregate` (the secure code's oracle); this
+    only lays the uploads and labels out for it (``truedomain`` and the audit call it)."""
+    from mpc.reference import aggregate
+
+    ids = sorted(uploads)
+    column = {lab: j for j, lab in enumerate(sorted({labels[i] for i in ids}))}
+    member = torch.nn.functional.one_hot(torch.tensor([column[labels[i]] for i in ids]), len(column))
+    rows = aggregate(torch.stack([uploads[i].flatten() for i in ids]), member, min_cluster_size)
+    return {cid: rows[j].to(uploads[cid].dtype).reshape(uploads[cid].shape) for j, cid in enumerate(ids)}
+
+
+def served_group(labels: dict[int, int], cid: int, min_cluster_size: int) -> list[int]:
+    """The clients whose uploads make up what ``cid`` receives from :func:`cluster_means`."""
+    members = sorted(i for i, lab in labels.items() if lab == labels[cid])
+    return members if len(members) >= min_cluster_size else sorted(labels)
+
+
+#: the plaintext aggregate of each ``Method.aggregate`` kind, from (uploads, weights, labels, min_cluster_size)
+AGGREGATES: dict[str, Any] = {
+    "own": lambda uploads, weights, labels, m: dict(uploads),
+    "weighted_mean": lambda uploads, weights, labels, m: dict.fromkeys(uploads, weighted_mean(uploads, weights)),
+    "cluster_mean": lambda uploads, weights, labels, m: cluster_means(uploads, labels, m),
+}
 
 
 class Strategy:
-    name: ClassVar[str]
-    uses_mpc: ClassVar[bool] = False
-    trains: ClassVar[bool] = True
-    class_prompt: ClassVar[bool] = True  # does the client keep a class-level prompt L?
+    """A method's round: what is trained and how domain prompts are combined. Its facts (name,
+    MPC or not, trains, keeps a class prompt, ...) are its row of :mod:`launcher.methods`."""
 
     def __init__(self, cfg: Config, world: World) -> None:
         self.cfg = cfg
         self.world = world
+
+    @classmethod
+    def method(cls) -> Method:
+        return of_strategy(cls)
+
+    @property
+    def name(self) -> str:
+        return self.method().name
+
+    @property
+    def trains(self) -> bool:
+        return self.method().trains
+
+    @property
+    def class_prompt(self) -> bool:
+        return self.method().class_prompt
 
     def prepare_client(self, cid: int, learner: torch.nn.Module) -> None:
         """Called once per client before training: freeze what this method does not learn."""
@@ -109,6 +161,8 @@ class Strategy:
                     batch_size=cfg.train.batch_size,
                     optimizer=cfg.train.optimizer,
                     balanced=cfg.train.balanced,
+                    softmax=cfg.train.softmax,
+                    absent_logit_scale=cfg.train.absent_logit_scale,
                     seed=client_seed(cfg.seed, round_idx, c.cid),
                 )
         return time.perf_counter() - t0
@@ -136,26 +190,37 @@ class Strategy:
 
 
 class ZeroShot(Strategy):
-    name = "zeroshot"
-    trains = False
+    """Hand-written prompts, nothing trained."""
 
 
 class LocalOnly(Strategy):
-    name = "local"
+    """CoOp per client, nothing shared."""
 
 
 class PromptFL(Strategy):
     """FedAvg (sample-weighted) of one global prompt; no class-level prompt."""
 
-    name = "promptfl"
-    class_prompt = False
+    def aggregate(self, inp: RoundInput) -> RoundOutput:
+        mean = weighted_mean(*self._gather(inp))
+        return RoundOutput({cid: mean.clone() for cid in inp.prompts})
+
+
+class FedAvgD(Strategy):
+    """The ablation between local-only and SecFPP: every client's domain prompt averaged into one
+    (SecPC's aggregate with a single cluster: the plain mean), class prompts private (FedOTP-like).
+
+    Why: SecFPP differs from local-only in two ways, sharing ``D`` and clustering it; this shares
+    it without clustering, so a benchmark can tell the two apart.
+    """
 
     def aggregate(self, inp: RoundInput) -> RoundOutput:
-        prompts, weights = self._gather(inp)
-        ids = sorted(prompts)
-        w = torch.tensor([float(weights[i]) for i in ids])
-        mean = (torch.stack([prompts[i] for i in ids]) * (w / w.sum()).view(-1, 1, 1)).sum(0)
-        return RoundOutput({cid: mean.clone() for cid in inp.prompts})
+        prompts, _ = self._gather(inp)
+        one = dict.fromkeys(prompts, 0)
+        rows = cluster_means(prompts, one, min_cluster_size=1)
+        info = RoundInfo(k=1)
+        if self.cfg.evaluation.gather:
+            info.assignment = {cid: 0 for cid in inp.prompts}
+        return RoundOutput({cid: rows[cid].float() for cid in inp.prompts}, info)
 
 
 class TrueDomains(Strategy):
@@ -166,23 +231,14 @@ class TrueDomains(Strategy):
     perfect and free, so a benchmark can tell a clustering shortfall from a sharing shortfall.
     """
 
-    name = "truedomain"
-
     def aggregate(self, inp: RoundInput) -> RoundOutput:
-        from mpc.reference import aggregate
-
         prompts: dict[int, torch.Tensor] = {}
         domains: dict[int, int] = {}
         for part_p, part_d in self.world.allgather((inp.prompts, inp.domains)):
             prompts.update(part_p)
             domains.update(part_d)
-        ids = sorted(prompts)
-        column = {d: j for j, d in enumerate(sorted({domains[i] for i in ids}))}
-        member = torch.nn.functional.one_hot(torch.tensor([column[domains[i]] for i in ids]), len(column))
-        rows = aggregate(torch.stack([prompts[i].flatten() for i in ids]), member, self.cfg.mpc.min_cluster_size)
-        row_of = {cid: j for j, cid in enumerate(ids)}
-        shape = inp.domain_init.shape
-        info: dict[str, Any] = {"k": len(column)}
+        rows = cluster_means(prompts, {i: domains[i] for i in prompts}, self.cfg.mpc.min_cluster_size)
+        info = RoundInfo(k=len({domains[i] for i in prompts}))
         if self.cfg.evaluation.gather:
-            info["assignment"] = {cid: domains[cid] for cid in inp.prompts}
-        return RoundOutput({cid: rows[row_of[cid]].float().reshape(shape) for cid in inp.prompts}, info)
+            info.assignment = {cid: domains[cid] for cid in inp.prompts}
+        return RoundOutput({cid: rows[cid].float() for cid in inp.prompts}, info)

@@ -77,7 +77,7 @@ class BatchStepper:
     def __init__(self, learner: PromptLearner, features: Features, labels: torch.Tensor, *, lr: float = 0.02,
                  batch_size: int = 32, optimizer: str = "sgd", seed: int = 0,
                  device: str | torch.device | None = None, momentum: float = 0.9, weight_decay: float = 0.0,
-                 balanced: bool = False) -> None:
+                 balanced: bool = False, softmax: str = "all", absent_logit_scale: float | None = None) -> None:
         dev = torch.device(device) if device is not None else learner.backbone.device
         labels = torch.as_tensor(labels, dtype=torch.long)
         n = len(labels)
@@ -100,6 +100,17 @@ class BatchStepper:
             counts = torch.bincount(labels, minlength=len(learner.classnames)).float()
             self.class_weight = torch.where(counts > 0, n / (counts.clamp(min=1) * int((counts > 0).sum())),
                                             0.0).to(dev)
+        if softmax not in ("all", "seen"):
+            raise ValueError(f"softmax must be 'all' or 'seen', got {softmax!r}")
+        if absent_logit_scale is not None and (softmax != "seen" or not 0 <= absent_logit_scale <= 1):
+            raise ValueError("absent_logit_scale needs softmax='seen' and a value in [0, 1]")
+        # softmax="seen": the classes absent from this client's training split leave the softmax
+        # (FedRS's restricted softmax), or with ``absent_logit_scale`` stay with scaled logits
+        self.absent: torch.Tensor | None = None
+        self.absent_logit_scale = absent_logit_scale
+        if softmax == "seen":
+            absent = torch.bincount(labels, minlength=len(learner.classnames)) == 0
+            self.absent = absent.to(dev) if bool(absent.any()) else None
         self.params = [learner.domain_ctx, learner.class_ctx]
         self.optimizer = _make_optimizer(self.params, optimizer, lr, momentum, weight_decay)
         self.generator = torch.Generator().manual_seed(seed)
@@ -132,11 +143,20 @@ class BatchStepper:
         """Forward and backward on the next minibatch; returns its (mean) loss. Gradients are fresh."""
         idx = self._next_index()
         x = _batch(self.features, idx, self._views[idx], self.device)
-        loss = F.cross_entropy(self.learner(x), self._y[idx.to(self.device)], weight=self.class_weight)
+        loss = F.cross_entropy(self._restrict(self.learner(x)), self._y[idx.to(self.device)], weight=self.class_weight)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.batch_len = len(idx)
         return float(loss.detach())
+
+    def _restrict(self, logits: torch.Tensor) -> torch.Tensor:
+        """The logits the softmax runs over: all, or (softmax="seen") without the absent classes
+        (-inf: no probability, no gradient) or with their logits scaled (FedRS)."""
+        if self.absent is None:
+            return logits
+        if self.absent_logit_scale is None:
+            return logits.masked_fill(self.absent, float("-inf"))
+        return torch.where(self.absent, logits * self.absent_logit_scale, logits)
 
     def step(self) -> None:
         """Optimiser step with whatever the parameters' ``.grad`` now hold."""
@@ -152,13 +172,16 @@ class BatchStepper:
 def train_local(learner: PromptLearner, features: Features, labels: torch.Tensor, epochs: int = 1,
                 lr: float = 0.02, batch_size: int = 32, optimizer: str = "sgd", seed: int = 0,
                 device: str | torch.device | None = None, momentum: float = 0.9, weight_decay: float = 0.0,
-                max_steps: int | None = None, balanced: bool = False) -> dict:
+                max_steps: int | None = None, balanced: bool = False, softmax: str = "all",
+                absent_logit_scale: float | None = None) -> dict:
     """Train ``learner.domain_ctx`` and ``learner.class_ctx`` with cross-entropy for ``epochs`` epochs.
 
     ``features``: cached (N, E) / (N, V, E) features (a random view per sample and step when V > 1) or a
     source with ``batch(index, views)``. ``balanced`` weighs
     the loss by inverse class frequency, so the update of the shared prompt carries the client's
     domain rather than its label prior (label skew would otherwise dominate what SecPC clusters).
+    ``softmax="seen"`` restricts the softmax to the classes of ``labels`` (FedRS), so the class
+    prompts of absent classes get no gradient; ``absent_logit_scale`` is FedRS's scaled form.
     ``max_steps`` stops early. One :class:`BatchStepper` run for ``epochs`` full epochs. Returns
     {"loss" (mean of the last epoch), "epoch_losses", "steps", "seconds"}.
     """
@@ -166,7 +189,7 @@ def train_local(learner: PromptLearner, features: Features, labels: torch.Tensor
         raise ValueError(f"epochs must be >= 0, got {epochs}")
     stepper = BatchStepper(learner, features, labels, lr=lr, batch_size=batch_size, optimizer=optimizer,
                            seed=seed, device=device, momentum=momentum, weight_decay=weight_decay,
-                           balanced=balanced)
+                           balanced=balanced, softmax=softmax, absent_logit_scale=absent_logit_scale)
     steps, epoch_losses = 0, []
     t0 = time.perf_counter()
     for _ in range(epochs):
@@ -186,11 +209,37 @@ def train_local(learner: PromptLearner, features: Features, labels: torch.Tensor
                 seconds=time.perf_counter() - t0)
 
 
+def log_prior(labels: torch.Tensor, n_classes: int) -> torch.Tensor:
+    """Log of a client's training label prior, add-one smoothed (a class it has no image of keeps a
+    finite prior): the post-hoc logit adjustment of Menon et al. (2021) with temperature 1."""
+    counts = torch.bincount(torch.as_tensor(labels, dtype=torch.long), minlength=n_classes).double()
+    return ((counts + 1) / (counts.sum() + n_classes)).log().float()
+
+
 @torch.no_grad()
-def predict(learner: PromptLearner, features: torch.Tensor) -> torch.Tensor:
-    """Predicted class per sample (clean view 0 when features have views)."""
+def logits(learner: PromptLearner, features: torch.Tensor, domain_only: torch.Tensor | None = None,
+           prior: torch.Tensor | None = None) -> torch.Tensor:
+    """Logits of the learned prompts on (clean view 0 of) ``features``. ``domain_only``: a bool mask
+    of classes predicted with the domain prompt alone (``L[c] = 0``); ``prior``: log prior added."""
     f = _as_views(features)[:, 0].to(learner.backbone.device)
-    return learner(f).argmax(-1).cpu()
+    if domain_only is None or not learner.class_specific or not bool(domain_only.any()):
+        out = learner(f)  # a unified L serves every class alike
+    else:
+        saved = learner.class_ctx.detach().clone()
+        learner.class_ctx[domain_only.to(saved.device)] = 0.0
+        try:
+            out = learner(f)
+        finally:
+            learner.class_ctx.copy_(saved)
+    out = out.cpu()
+    return out if prior is None else out + prior
+
+
+@torch.no_grad()
+def predict(learner: PromptLearner, features: torch.Tensor, domain_only: torch.Tensor | None = None,
+            prior: torch.Tensor | None = None) -> torch.Tensor:
+    """Predicted class per sample (clean view 0 when features have views); see :func:`logits`."""
+    return logits(learner, features, domain_only, prior).argmax(-1)
 
 
 def evaluate(learner: PromptLearner, features: torch.Tensor, labels: torch.Tensor) -> float:
@@ -208,6 +257,16 @@ def zero_shot_classifier(backbone: Backbone, classnames: list[str], template: st
         raise ValueError(f"template must contain '{{}}', got {template!r}")
     tokens = backbone.tokenizer([template.format(c.replace("_", " ")) for c in classnames]).to(backbone.device)
     return F.normalize(backbone.model.encode_text(tokens).float(), dim=-1)
+
+
+@torch.no_grad()
+def zero_shot_logits(backbone: Backbone, classnames: list[str], features: torch.Tensor,
+                     prior: torch.Tensor | None = None, template: str = "a photo of a {}.") -> torch.Tensor:
+    """CLIP zero-shot logits (``logit_scale.exp()`` times the cosines, as a learner's), log prior added."""
+    w = zero_shot_classifier(backbone, classnames, template)
+    f = F.normalize(_as_views(features)[:, 0].to(backbone.device).float(), dim=-1)
+    out = (backbone.model.logit_scale.exp().float() * f @ w.T).cpu()
+    return out if prior is None else out + prior
 
 
 @torch.no_grad()

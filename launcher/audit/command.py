@@ -59,7 +59,7 @@ def audit_run(run: sources.AuditedRun, cache: sources.ClientCache, shadow_cache:
     weights = {c.cid: int(len(c.train_y)) for c in clients}
     replay_err = sources.upload_check(run, uploads, weights)
     init = clients[0].learner.domain_init
-    class_prompt = get_method(run.method).strategy_class().class_prompt
+    class_prompt = get_method(run.method).class_prompt
     records = []
     for c in clients:
         if victims is not None and c.cid not in victims:

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from launcher.audit.metrics import attack_metrics, bootstrap_ci
-from launcher.audit.steal import OBSERVERS
+from launcher.methods import get as get_method
 
 ATTACKS = ("lira", "loss", "dpfpl_shadow")
 VIEWS = ("release", "training_view")
@@ -41,7 +41,7 @@ def _row(recs: list[dict[str, Any]], n_boot: int) -> dict[str, Any]:
         s, m = _pooled(recs, view, "lira")
         groups = np.concatenate([np.full(len(r["member"]), i) for i, r in enumerate(recs)])
         views[view]["lira"]["ci95"] = bootstrap_ci(s, m, n=n_boot, groups=groups if len(recs) > 1 else None)
-    views["training_view"]["observer"] = OBSERVERS[recs[0]["method"]]
+    views["training_view"]["observer"] = get_method(recs[0]["method"]).observer_sees
     head = views["release"]["lira"]
     return {
         "method": recs[0]["method"], "epsilon": recs[0]["epsilon"],

@@ -67,7 +67,8 @@ def train_shadows(client, cfg: Config, count: int, class_prompt: bool, seed: int
             idx = torch.from_numpy(np.flatnonzero(half))
             train_local(learner, feats[idx], y[idx], epochs=cfg.rounds * cfg.train.epochs, lr=cfg.train.lr,
                         batch_size=cfg.train.batch_size, optimizer=cfg.train.optimizer,
-                        balanced=cfg.train.balanced, seed=int(rng.integers(2**31)))
+                        balanced=cfg.train.balanced, softmax=cfg.train.softmax,
+                        absent_logit_scale=cfg.train.absent_logit_scale, seed=int(rng.integers(2**31)))
             logits.append(prompt_logits(learner, feats))
             is_in.append(half)
     finally:

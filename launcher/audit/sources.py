@@ -28,10 +28,6 @@ from launcher.methods import get as get_method
 from launcher.metrics import RoundRow
 from launcher.rundir import RunDir
 
-#: methods whose clients train alone each round and upload a domain prompt (DP-FPL steps in lockstep)
-UPLOADING = ("secfpp", "clustered", "truedomain", "promptfl", "local", "dpfedavg")
-
-
 @dataclass
 class AuditedRun:
     path: Path
@@ -127,9 +123,10 @@ def replay_uploads(run: AuditedRun, clients: list[Any]) -> dict[int, torch.Tenso
     by the method's own local step from the saved state after the round before."""
     from launcher.strategies import LocalOnly
 
-    if run.method not in UPLOADING or run.before_last is None:
+    method = get_method(run.method)
+    if not method.uploads or run.before_last is None:
         return {}
-    trains_class = get_method(run.method).strategy_class().class_prompt
+    trains_class = method.class_prompt
     step = LocalOnly(run.cfg, None)  # the default local step every uploading method runs
     out = {}
     for c in clients:
@@ -143,33 +140,16 @@ def replay_uploads(run: AuditedRun, clients: list[Any]) -> dict[int, torch.Tenso
 
 def upload_check(run: AuditedRun, uploads: dict[int, torch.Tensor], weights: dict[int, int]) -> float | None:
     """Max |saved final domain prompt - aggregate of the replayed uploads|, where the aggregate
-    is known in plaintext (PromptFL: weighted mean; SecFPP/clustered/truedomain: cluster means, or the
-    all-client mean for a cluster under ``min_cluster_size``; local: the upload itself)."""
-    if not uploads:
+    is known in plaintext (the method's ``aggregate`` in :mod:`launcher.methods`: PromptFL's
+    weighted mean; SecFPP/clustered/truedomain's cluster means, or the all-client mean for a
+    cluster under ``min_cluster_size``, given the logged assignment; local: the upload itself).
+    The formula is the strategies' own (:data:`launcher.strategies.AGGREGATES`), so the audit
+    checks the formula the runs use."""
+    from launcher.strategies import AGGREGATES
+
+    kind = get_method(run.method).aggregate
+    if not uploads or kind is None or (kind == "cluster_mean" and not run.assignment):
         return None
     final = {c: s["domain_ctx"].cpu() for c, s in run.final.items()}
-    ids = sorted(uploads)
-    if run.method == "local":
-        expect = uploads
-    elif run.method == "promptfl":
-        w = torch.tensor([float(weights[i]) for i in ids])
-        mean = (torch.stack([uploads[i] for i in ids]) * (w / w.sum()).view(-1, 1, 1)).sum(0)
-        expect = {i: mean for i in ids}
-    elif run.method in ("secfpp", "clustered", "truedomain") and run.assignment:
-        expect = {i: cluster_mean(uploads, run.assignment, i, run.cfg.mpc.min_cluster_size) for i in ids}
-    else:
-        return None
-    return max(float((expect[i] - final[i]).abs().max()) for i in ids)
-
-
-def cluster_mean(uploads: dict[int, torch.Tensor], assignment: dict[int, int], cid: int, min_size: int) -> torch.Tensor:
-    """What SecPC hands ``cid``: the plain mean of its cluster's uploads, or of everyone's if the
-    cluster is smaller than ``min_size``."""
-    members = cluster_of(assignment, cid)
-    if len(members) < min_size:
-        members = sorted(assignment)
-    return torch.stack([uploads[i] for i in members]).mean(0)
-
-
-def cluster_of(assignment: dict[int, int], cid: int) -> list[int]:
-    return sorted(i for i, lab in assignment.items() if lab == assignment[cid])
+    expect = AGGREGATES[kind](uploads, weights, run.assignment, run.cfg.mpc.min_cluster_size)
+    return max(float((expect[i] - final[i]).abs().max()) for i in sorted(uploads))

@@ -37,17 +37,9 @@ from dataclasses import dataclass
 
 import torch
 
-from launcher.audit.sources import AuditedRun, cluster_of
-
-OBSERVERS = {
-    "promptfl": "server (every upload)",
-    "clustered": "server (every upload)",
-    "truedomain": "server (every upload)",
-    "secfpp": "cluster co-member (own prompt + cluster mean)",
-    "dpfedavg": "aggregator (clipped noised sum)",
-    "dpfpl": "aggregator (noised gradients)",
-    "local": "any other party (nothing shared)",
-}
+from launcher.audit.sources import AuditedRun
+from launcher.methods import get as get_method
+from launcher.strategies import served_group
 
 
 @dataclass
@@ -66,27 +58,25 @@ def reconstruct(run: AuditedRun, cid: int, uploads: dict[int, torch.Tensor], ini
     """The observer's best estimate of client ``cid``'s private prompt (table above)."""
     zero = torch.zeros_like(run.final[cid]["class_ctx"].cpu())
     final_d = run.final[cid]["domain_ctx"].cpu()
-    m = run.method
-    if m in ("promptfl", "clustered", "truedomain"):
+    observer = get_method(run.method).observer  # the table above, from launcher.methods
+    if observer == "server":
         return Reconstruction(uploads[cid], zero)
-    if m == "secfpp":
+    if observer == "co_member":
         assign = run.assignment
         if not assign:
             raise ValueError(f"{run.path}: no cluster assignment logged (run with evaluation.gather=true)")
-        members = cluster_of(assign, cid)
-        if len(members) < run.cfg.mpc.min_cluster_size:
-            members = sorted(assign)
+        members = served_group(assign, cid, run.cfg.mpc.min_cluster_size)
         others = [i for i in members if i != cid]
         if not others:
             return Reconstruction(final_d, zero, "alone")
         co = others[0]
         n = len(members)
         return Reconstruction((n * final_d - uploads[co]) / (n - 1), zero, f"co-member {co}, n={n}")
-    if m in ("dpfedavg", "dpfpl"):
+    if observer in ("dp_aggregator", "dp_gradients"):
         return Reconstruction(final_d, zero)
-    if m == "local":
+    if observer == "nobody":
         return Reconstruction(init.clone(), zero)
-    raise ValueError(f"no observer model for method {m!r}")
+    raise ValueError(f"no observer model for method {run.method!r}")
 
 
 def delta_cosine(est_d: torch.Tensor, est_l: torch.Tensor, true_d: torch.Tensor, true_l: torch.Tensor,

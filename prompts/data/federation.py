@@ -190,7 +190,7 @@ _ID_SEED = 10_000  # sample ids per seed inside a block
 def fonts_federation(domains: Sequence[str] | None, n_domains: int, clients_per_domain: int, alpha: float, seed: int,
                      shots: int, val_per_class: int, test_per_class: int, domain_test_per_class: int,
                      min_samples: int, domain_val_per_class: int = 0, only: Sequence[int] | None = None,
-                     max_tries: int = 200) -> Federation:
+                     max_tries: int = 200, holdout_per_domain: int = 0) -> Federation:
     """The font benchmark: ``clients_per_domain`` few-shot clients per typeface domain.
 
     Default domains are the first ``n_domains`` of ``fonts.UNSEEN_DOMAINS`` then ``fonts.PRETRAIN_DOMAINS``.
@@ -202,6 +202,12 @@ def fonts_federation(domains: Sequence[str] | None, n_domains: int, clients_per_
     ``domain_val_per_class``). All splits are disjoint sample ids, none of them a
     pretraining id, and different seeds draw different images. Shares are redrawn (up to ``max_tries``)
     until every client has ``min_samples`` training images. Only the clients in ``only`` are rendered.
+
+    ``holdout_per_domain`` more clients per domain are *held out* of the federation (ids from
+    ``n_domains * clients_per_domain`` on, domain-major; :func:`holdout_ids`): drawn as if the domain
+    had ``clients_per_domain + holdout_per_domain`` clients, from their own random stream and sample
+    ids (blocks of their own), so the training clients' data are the same with or without them and
+    no held-out image is any training client's. They are built only when ``only`` names them.
     """
     chosen = list(domains) if domains else (fonts.UNSEEN_DOMAINS + fonts.PRETRAIN_DOMAINS)[:n_domains]
     unknown = [d for d in chosen if d not in fonts.DOMAIN_NAMES]
@@ -210,49 +216,78 @@ def fonts_federation(domains: Sequence[str] | None, n_domains: int, clients_per_
     sizes = (val_per_class, test_per_class, domain_test_per_class, domain_val_per_class)
     if shots < 1 or min(sizes) < 0 or clients_per_domain < 1:
         raise ValueError("shots and clients_per_domain must be >= 1, the per-class test/val sizes >= 0")
-    if not 0 <= seed < _ID_BLOCK // _ID_SEED or max(shots, *sizes) * clients_per_domain > _ID_SEED:
+    if not 0 <= seed < _ID_BLOCK // _ID_SEED or max(shots, *sizes) * (clients_per_domain + holdout_per_domain) > _ID_SEED:
         raise ValueError("seed must be in [0, 100) and a split's per-class size x clients_per_domain <= 10000")
-    k, n_cls = clients_per_domain, len(fonts.CLASSNAMES)
+    k, n_cls, h = clients_per_domain, len(fonts.CLASSNAMES), holdout_per_domain
     wanted = None if only is None else set(int(c) for c in only)
     clients = []
     for di, dom in enumerate(chosen):
-        rng = np.random.default_rng([seed, fonts.DOMAIN_NAMES.index(dom)])
-        for _ in range(max_tries):
-            p = dirichlet_proportions(k, n_cls, alpha, rng)
-            train = dirichlet_counts([shots * k] * n_cls, p)
-            if train.sum(1).min() >= min_samples:
-                break
-        else:
-            raise ValueError(f"could not give every client of domain {dom!r} {min_samples} training images in "
-                             f"{max_tries} draws; raise shots or alpha, or lower min_samples")
-        splits = dict(train=train, val=dirichlet_counts([val_per_class * k] * n_cls, p),
-                      test=dirichlet_counts([test_per_class * k] * n_cls, p),
-                      domain_test=np.full((k, n_cls), domain_test_per_class),
-                      domain_val=np.full((k, n_cls), domain_val_per_class))  # last: earlier splits' ids stay
-        for j in range(k):
-            cid = di * k + j
-            if wanted is not None and cid not in wanted:
+        # the federation's clients, then (own stream: the federation's draws stay as they are) the held-out ones
+        for first, n_kept, stream in ((0, k, ()), (k, h, (1,))):
+            if n_kept == 0:
                 continue
-            drawn = {}
-            for b, (split, counts) in enumerate(splits.items()):
-                start = counts[:j].sum(0)  # ids before this client's, per class
-                labels = np.repeat(np.arange(n_cls), counts[j])
-                ids = b * _ID_BLOCK + seed * _ID_SEED + np.concatenate(
-                    [start[c] + np.arange(counts[j, c]) for c in range(n_cls)]).astype(np.int64)
-                drawn[split] = (fonts.render(dom, labels, ids), torch.from_numpy(labels))
-            clients.append(ClientData(client_id=cid, domain=di, domain_name=dom,
-                                      train_images=drawn["train"][0], train_labels=drawn["train"][1],
-                                      test_images=drawn["test"][0], test_labels=drawn["test"][1],
-                                      val_images=drawn["val"][0], val_labels=drawn["val"][1],
-                                      domain_test_images=drawn["domain_test"][0],
-                                      domain_test_labels=drawn["domain_test"][1],
-                                      domain_val_images=drawn["domain_val"][0],
-                                      domain_val_labels=drawn["domain_val"][1]))
+            ids_here = ([di * k + j for j in range(k)] if first == 0
+                        else holdout_ids(len(chosen), k, h)[di * h:(di + 1) * h])
+            if wanted is not None and not set(ids_here) & wanted:
+                continue
+            clients += _fonts_domain(dom, di, ids_here, first, first + n_kept, wanted, seed, stream, alpha, shots,
+                                     (val_per_class, test_per_class, domain_test_per_class, domain_val_per_class),
+                                     min_samples, max_tries, block0=0 if first == 0 else len(_SPLITS))
     return Federation(classnames=list(fonts.CLASSNAMES), domain_names=chosen, clients=clients,
                       meta=dict(dataset="fonts", clients_per_domain=k, alpha=alpha, seed=seed, shots=shots,
                                 val_per_class=val_per_class, test_per_class=test_per_class,
                                 domain_test_per_class=domain_test_per_class,
-                                domain_val_per_class=domain_val_per_class, min_samples=min_samples))
+                                domain_val_per_class=domain_val_per_class, min_samples=min_samples,
+                                holdout_per_domain=h))
+
+
+_SPLITS = ("train", "val", "test", "domain_test", "domain_val")  # in id-block order
+
+
+def holdout_ids(n_domains: int, clients_per_domain: int, holdout_per_domain: int) -> list[int]:
+    """Ids of the held-out clients, domain-major, after the federation's ``n_domains * clients_per_domain``."""
+    return [n_domains * clients_per_domain + i for i in range(n_domains * holdout_per_domain)]
+
+
+def _fonts_domain(dom: str, di: int, cids: list[int], first: int, stop: int, wanted: set[int] | None, seed: int,
+                  stream: tuple[int, ...], alpha: float, shots: int, sizes: tuple[int, int, int, int],
+                  min_samples: int, max_tries: int, block0: int) -> list[ClientData]:
+    """Clients ``first..stop-1`` of one font domain's Dirichlet draw over ``stop`` clients, as ``cids``."""
+    val_per_class, test_per_class, domain_test_per_class, domain_val_per_class = sizes
+    k, n_cls = stop, len(fonts.CLASSNAMES)
+    rng = np.random.default_rng([seed, fonts.DOMAIN_NAMES.index(dom), *stream])
+    for _ in range(max_tries):
+        p = dirichlet_proportions(k, n_cls, alpha, rng)
+        train = dirichlet_counts([shots * k] * n_cls, p)
+        if train[first:].sum(1).min() >= min_samples:
+            break
+    else:
+        raise ValueError(f"could not give every client of domain {dom!r} {min_samples} training images in "
+                         f"{max_tries} draws; raise shots or alpha, or lower min_samples")
+    splits = dict(train=train, val=dirichlet_counts([val_per_class * k] * n_cls, p),
+                  test=dirichlet_counts([test_per_class * k] * n_cls, p),
+                  domain_test=np.full((k, n_cls), domain_test_per_class),
+                  domain_val=np.full((k, n_cls), domain_val_per_class))  # last: earlier splits' ids stay
+    clients = []
+    for j, cid in zip(range(first, stop), cids):
+        if wanted is not None and cid not in wanted:
+            continue
+        drawn = {}
+        for b, (split, counts) in enumerate(splits.items(), start=block0):
+            start = counts[:j].sum(0)  # ids before this client's, per class
+            labels = np.repeat(np.arange(n_cls), counts[j])
+            ids = b * _ID_BLOCK + seed * _ID_SEED + np.concatenate(
+                [start[c] + np.arange(counts[j, c]) for c in range(n_cls)]).astype(np.int64)
+            drawn[split] = (fonts.render(dom, labels, ids), torch.from_numpy(labels))
+        clients.append(ClientData(client_id=cid, domain=di, domain_name=dom,
+                                  train_images=drawn["train"][0], train_labels=drawn["train"][1],
+                                  test_images=drawn["test"][0], test_labels=drawn["test"][1],
+                                  val_images=drawn["val"][0], val_labels=drawn["val"][1],
+                                  domain_test_images=drawn["domain_test"][0],
+                                  domain_test_labels=drawn["domain_test"][1],
+                                  domain_val_images=drawn["domain_val"][0],
+                                  domain_val_labels=drawn["domain_val"][1]))
+    return clients
 
 
 DATASETS = ("digits", "fonts", "office_caltech10", "domainnet", "imagefolder", "cifar10", "cifar100")
@@ -275,6 +310,7 @@ def from_config(cfg, seed: int = 0, only: Sequence[int] | None = None) -> Federa
                                 val_per_class=cfg.val_per_class, test_per_class=cfg.test_per_class,
                                 domain_test_per_class=cfg.domain_test_per_class,
                                 domain_val_per_class=cfg.domain_val_per_class, only=only,
+                                holdout_per_domain=getattr(cfg, "holdout_clients_per_domain", 0),
                                 **{k: v for k, v in kw.items() if k != "test_fraction"})
     root = cfg.root
     if not root:

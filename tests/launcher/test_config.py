@@ -83,7 +83,7 @@ def test_cli_reports_config_errors_and_world_size():
 
 
 def test_servers_topology_is_secfpps_and_its_world_is_client_ranks_plus_compute_parties_plus_dealer():
-    with pytest.raises(ConfigError, match="mpc.topology=servers is SecFPP's; method=clustered"):
+    with pytest.raises(ConfigError, match="mpc.topology=servers is secfpp's; method=clustered"):
         load_config(DEFAULT, ["mpc.topology=servers", "method=clustered"])
     with pytest.raises(ConfigError, match=r"mpc.client_ranks=10 exceeds the number of clients \(9\)"):
         load_config(DEFAULT, ["mpc.topology=servers", "mpc.client_ranks=10"])

@@ -79,7 +79,7 @@ def test_shared_prompt_stays_identical_across_clients_and_moves(noiseless):
     out = strategy.aggregate(RoundInput(0, {c.cid: d for c, d in zip(clients, D)},
                                         {c.cid: len(c.train_y) for c in clients}, clients[0].learner.domain_init))
     assert all(torch.equal(out.prompts[c.cid], D[0]) for c in clients)
-    assert out.info["epsilon"] == 1e12 and out.info["epsilon_heuristic"] is True
+    assert out.info.epsilon == 1e12 and out.info.epsilon_heuristic is True
 
 
 def test_lockstep_runs_the_largest_clients_epochs(noiseless):

@@ -15,7 +15,7 @@ def test_truedomain_is_secpc_aggregation_over_the_true_partition():
                      domain_init=torch.zeros(2, 3), domains=domains)
     cfg = from_dict({"method": "truedomain", "mpc": {"min_cluster_size": 2}, "evaluation": {"gather": True}})
     out = TrueDomains(cfg, World()).aggregate(inp)
-    assert out.info["k"] == 3 and out.info["assignment"] == domains
+    assert out.info.k == 3 and out.info.assignment == domains
     for cid, mean in ((0, 1.0), (1, 1.0), (2, 1.0), (3, 4.0), (4, 4.0), (5, 4.0), (6, 3.0)):
         # a plain cluster mean (SecPC's, not sample-weighted); client 6's domain is under
         # min_cluster_size, so it gets the all-client mean, as SecPC hands out
