@@ -20,6 +20,7 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from launcher.methods import METHODS
 from mpc.dealer import DEALERS
+from mpc.layout import SAFE_MIN_CLUSTER, min_rows
 
 #: Shortest allowed ``mpc.timeout_s``: below it a loaded 2-core machine fails healthy runs.
 MIN_TIMEOUT_S = 10.0
@@ -259,9 +260,10 @@ def _check_relations(cfg: Config) -> None:
         need(p.k_max <= cfg.n_clients, f"mpc.k_max={p.k_max} exceeds the number of clients ({cfg.n_clients})")
         need(cfg.n_clients >= 2, "secure clustering needs at least 2 clients")
         need(
-            p.allow_insecure or (p.min_cluster_size >= 3 and cfg.n_clients >= 3),
+            p.allow_insecure or (p.min_cluster_size >= SAFE_MIN_CLUSTER and cfg.n_clients >= min_rows(p.k_max)),
             f"mpc.min_cluster_size={p.min_cluster_size} with {cfg.n_clients} clients lets a client read "
-            "another's prompt from a cluster mean (needs min_cluster_size >= 3 and >= 3 clients); "
+            f"another's prompt from a cluster mean (needs min_cluster_size >= {SAFE_MIN_CLUSTER} and "
+            f">= {SAFE_MIN_CLUSTER} clients); "
             "set mpc.allow_insecure=true to run it anyway",
         )
 

@@ -14,20 +14,9 @@ same line (:func:`describe`).
 "Who is missing" comes from the (pid, host) of every rank, exchanged once at start-up: a
 peer on this host whose process is gone is named; peers on other hosts cannot be checked.
 
-A second hook feeds bad input: ``SECFPP_POISON="rank=R,round=N,value=nan"`` writes ``value``
-(nan, inf, 1e9, ...) into one entry of rank R's domain prompts just before round N's
-aggregation; the MPC layer must refuse it on every rank before any value is shared.
-
-A third hook takes clients away: ``SECFPP_DROP="round=N,clients=3 7"`` kills clients 3 and 7
-in round N (1-based): from that round on their rank neither trains nor shares them, as when a
-device hosting a client dies mid-round in a many-clients-per-rank simulation; the round goes
-on without them (:func:`dropped`).
-
-A test hook makes faults deterministic: ``SECFPP_FAULT="rank=R,phase=P[,round=N]"`` SIGKILLs
-rank R when the job first reaches phase P (in round N, 1-based, if given). Phases are
-:data:`PHASES`; ``aggregate``, ``reveal`` and the other SecPC steps are reported by
-:mod:`mpc.stats` as they start. A client rank kills itself; the TTP dealer, which runs no
-launcher code while it serves, is killed by client rank 0 when that rank reaches the phase.
+Injected faults for tests and the fault matrix (``SECFPP_FAULT``, ``SECFPP_POISON``,
+``SECFPP_DROP``) live apart, in :mod:`launcher.fault_hooks`; this module only calls them at
+each phase it enters.
 """
 
 from __future__ import annotations
@@ -41,36 +30,16 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from launcher import fault_hooks
+
 if TYPE_CHECKING:
     from collections.abc import Callable
-
-    import torch
 
 #: The launcher's phases in order; SecPC's own steps (share, lloyd, criterion, aggregate,
 #: reveal, ...) are entered as they start, while the launcher's phase is ``secpc``.
 PHASES = ("start", "setup", "join", "train", "secpc", "evaluate", "checkpoint", "dealer", "done")
 _SIGNALS = {signal.SIGTERM, signal.SIGHUP}
-FAULT_ENV = "SECFPP_FAULT"
-POISON_ENV = "SECFPP_POISON"
-DROP_ENV = "SECFPP_DROP"
 LINGER_S = 1.0
-
-
-@dataclass(frozen=True)
-class Fault:
-    """An injected SIGKILL: rank ``rank`` dies on entering ``phase`` (in ``round``, 1-based)."""
-
-    rank: int
-    phase: str
-    round: int | None = None
-
-    @classmethod
-    def parse(cls, text: str) -> "Fault":
-        fields = dict(item.split("=", 1) for item in text.split(",") if "=" in item)
-        unknown = set(fields) - {"rank", "phase", "round"}
-        if "rank" not in fields or "phase" not in fields or unknown:
-            raise ValueError(f"{FAULT_ENV}={text!r}: expected rank=R,phase=P[,round=N]")
-        return cls(int(fields["rank"]), fields["phase"], int(fields["round"]) if "round" in fields else None)
 
 
 @dataclass
@@ -80,8 +49,6 @@ class _State:
     round: int | None = None  # 1-based round in flight
     roles: list[str] = field(default_factory=list)  # per rank: "client 3", "TTP dealer"
     pids: list[tuple[int, str]] = field(default_factory=list)  # per rank: (pid, host)
-    fault: Fault | None = None
-    fired: bool = False
 
 
 _state = _State()
@@ -92,8 +59,7 @@ def watch(rank: int) -> None:
 
     Call from the main thread (``set_wakeup_fd`` requires it)."""
     _state.rank = rank
-    text = os.environ.get(FAULT_ENV)
-    _state.fault = Fault.parse(text) if text else None
+    fault_hooks.arm()
     read_fd, write_fd = os.pipe()
     os.set_blocking(write_fd, False)
     signal.set_wakeup_fd(write_fd)
@@ -151,14 +117,14 @@ def enter(phase: str, round_idx: int | None = None) -> None:
     _state.phase = phase
     if round_idx is not None:
         _state.round = round_idx + 1
-    _maybe_fire(phase)
+    fault_hooks.maybe_fire(phase, _state.rank, _state.round, _state.roles, _state.pids)
 
 
 def enter_step(step: str) -> None:
     """A step inside the current phase (SecPC's share / lloyd / reveal ...): listener for mpc.stats."""
     base = _state.phase.split(":", 1)[0]
     _state.phase = f"{base}:{step}"
-    _maybe_fire(step)
+    fault_hooks.maybe_fire(step, _state.rank, _state.round, _state.roles, _state.pids)
 
 
 def where() -> str:
@@ -238,49 +204,3 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
-
-
-def _maybe_fire(phase: str) -> None:
-    f = _state.fault
-    if f is None or _state.fired or f.phase != phase:
-        return
-    if f.round is not None and _state.round != f.round:
-        return
-    if f.rank == _state.rank:
-        _state.fired = True
-        sys.stderr.flush()
-        os.kill(os.getpid(), signal.SIGKILL)
-    is_dealer_target = f.rank < len(_state.roles) and _state.roles[f.rank] == "TTP dealer"
-    if is_dealer_target and _state.rank == 0 and f.rank < len(_state.pids):
-        _state.fired = True
-        try:
-            os.kill(_state.pids[f.rank][0], signal.SIGKILL)
-        except ProcessLookupError:
-            pass  # it died on its own already
-
-
-def poison(prompts: dict[int, "torch.Tensor"], round_idx: int) -> dict[int, "torch.Tensor"]:
-    """``prompts`` with ``SECFPP_POISON``'s value written into entry [0, 0] of each, on the chosen rank and round."""
-    text = os.environ.get(POISON_ENV)
-    if not text:
-        return prompts
-    fields = dict(item.split("=", 1) for item in text.split(",") if "=" in item)
-    if int(fields.get("rank", -1)) != _state.rank or int(fields.get("round", 1)) != round_idx + 1:
-        return prompts
-    out = {}
-    for cid, p in prompts.items():
-        p = p.clone()
-        p.view(-1)[0] = float(fields.get("value", "nan"))
-        out[cid] = p
-    return out
-
-
-def dropped(cid: int, round_idx: int) -> bool:
-    """Whether ``SECFPP_DROP`` has killed client ``cid`` by 0-based round ``round_idx``."""
-    text = os.environ.get(DROP_ENV)
-    if not text:
-        return False
-    fields = dict(item.split("=", 1) for item in text.split(",") if "=" in item)
-    if set(fields) != {"round", "clients"}:
-        raise ValueError(f"{DROP_ENV}={text!r}: expected round=N,clients=C1 C2 ...")
-    return round_idx + 1 >= int(fields["round"]) and cid in {int(c) for c in fields["clients"].split()}

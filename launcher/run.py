@@ -34,7 +34,7 @@ from typing import Any
 
 import torch
 
-from launcher import faults
+from launcher import fault_hooks, faults
 from launcher.config import Config, ConfigError, from_dict, load_config
 from launcher.metrics import EXTRA_SPLITS, OWN_MIX, SEEN_UNSEEN, RoundRow
 from launcher.rundir import CheckpointError, RunDir
@@ -330,7 +330,7 @@ def run(cfg: Config, world: World, run_dir: Path | None = None, resume: bool = F
 
     cfg_sha = rd.config_sha(cfg.to_dict())
     for r in range(start, cfg.rounds):
-        live = [c for c in clients if not faults.dropped(c.cid, r)]  # SECFPP_DROP: clients that died
+        live = [c for c in clients if not fault_hooks.dropped(c.cid, r)]  # SECFPP_DROP: clients that died
         faults.enter("train", r)
         train_s = strategy.train_round(live, r)
         faults.enter("secpc", r)
@@ -338,7 +338,7 @@ def run(cfg: Config, world: World, run_dir: Path | None = None, resume: bool = F
         out = strategy.aggregate(
             RoundInput(
                 round_idx=r,
-                prompts=faults.poison({c.cid: c.learner.get_domain_prompt().cpu() for c in live}, r),  # CPU only
+                prompts=fault_hooks.poison({c.cid: c.learner.get_domain_prompt().cpu() for c in live}, r, world.rank),  # CPU only
                 weights={c.cid: int(len(c.train_y)) for c in live},
                 domain_init=clients[0].learner.domain_init.cpu(),
                 domains={c.cid: c.domain for c in live},

@@ -10,7 +10,8 @@ from __future__ import annotations
 import torch
 
 from mpc import secure_ops as so
-from mpc.clustering import INV_BITS, inverse_table
+from mpc.clustering import inverse_table
+from mpc.layout import INV_BITS
 from mpc.compat import import_crypten
 from mpc.stats import CommLog
 

@@ -33,6 +33,7 @@ from mpc import comparison
 from mpc import layout as lay
 from mpc import secure_ops as so
 from mpc.compat import import_crypten
+from mpc.layout import INV_BITS
 from mpc.stats import CommLog
 
 
@@ -161,9 +162,6 @@ def kmeans_on_shares(
     with log.phase("assign_final"):
         A = _assign(Xi, SN, ks, J, L)
     return KMeansOutput(A=A, state=SecureState(SN, tuple(ks), bits), Xi=Xi, log=log)
-
-
-INV_BITS = 20  # fractional bits of the encrypted reciprocal counts round(2^20 / n)
 
 
 def inverse_table(n_max: int, min_size: int = 1, bits: int = INV_BITS) -> torch.Tensor:

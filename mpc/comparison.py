@@ -39,10 +39,11 @@ from typing import Iterator
 import torch
 
 from mpc.compat import import_crypten
+from mpc.layout import RING_BITS
 
 METHODS = ("edabits", "crypten")
 _METHOD = "edabits"
-_WORD = 64
+_WORD = RING_BITS
 
 
 def set_method(name: str) -> None:

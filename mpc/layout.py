@@ -15,8 +15,13 @@ from dataclasses import dataclass
 import torch
 
 EPS_SIL = 2.0**-8  # keeps the silhouette ratio finite when a point sits on two centres
-RING_BITS_BUDGET = 62  # intermediates are kept below 2^62 (the ring is signed 64-bit)
 
+# ------------------------------------------------------------------ the ring and its fixed point
+RING_BITS = 64  # CrypTen's ring: Z_2^64, as signed int64 words
+RING_BITS_BUDGET = 62  # intermediates are kept below 2^62 (the ring is signed 64-bit)
+FIXED_BITS = 16  # CrypTen's default fixed-point precision
+INV_BITS = 20  # fractional bits of the encrypted reciprocal counts round(2^20 / n)
+TRUNCATION_MARGIN_BITS = 8  # headroom under the ring budget (CrypTen's truncation errs w.p. ~|x|/2^63)
 
 SAFE_MIN_CLUSTER = 3  # below this a cluster mean hands a member the other member's prompt
 
@@ -78,9 +83,62 @@ def quant_bits(n_rows: int, max_bits: int = 16, min_bits: int = 8) -> int:
 def quantize(x: torch.Tensor, bits: int) -> torch.Tensor:
     """``round(x * 2^bits)`` as int64; rows must have norm <= 1 (checked)."""
     x = torch.as_tensor(x)
-    if x.numel() and float(x.double().norm(dim=-1).max()) > 1.0 + 1e-6:
+    if not _norms_ok(x):
         raise ValueError("SecPC rows must have Euclidean norm <= 1 (normalise them first)")
     return torch.round(x.double() * (2.0**bits)).long()
+
+
+# ------------------------------------------------------------------ the input contract
+
+
+def min_rows(k_max: int, allow_insecure: bool = False) -> int:
+    """Fewest rows a round may cluster: ``k_max`` centres need as many distinct rows, and with
+    fewer than ``SAFE_MIN_CLUSTER`` rows the all-client mean hands a client the other's prompt."""
+    return max(k_max, 1 if allow_insecure else SAFE_MIN_CLUSTER)
+
+
+def max_prompt_abs(n_rows: int) -> float:
+    """Largest accepted ``|entry|`` of a shared prompt with ``n_rows`` rows in the round.
+
+    The aggregation forms ``sum_i p_i`` at ``FIXED_BITS`` fractional bits and multiplies it by
+    ``round(2^INV_BITS / n)``, so ``N * B * 2^36`` must stay below the 2^62 budget; a further
+    ``TRUNCATION_MARGIN_BITS`` of headroom keep CrypTen's probabilistic truncation error
+    (probability ~|x| / 2^63) rare. ``B = 2^18 / N``: 29,127 for 9 rows, 262 for 1,000 (learned
+    prompt entries are ~0.01-1).
+    """
+    return 2.0 ** (RING_BITS_BUDGET - FIXED_BITS - INV_BITS - TRUNCATION_MARGIN_BITS) / n_rows
+
+
+#: Why a client's rows break the input contract, by code (0: they keep it). Codes, not text,
+#: so that parties can publish them in one small all-gather and every rank can say why.
+INPUT_PROBLEMS = (
+    None,
+    "a reduced row has a NaN or infinite entry",
+    "a reduced row has Euclidean norm > 1 (rows must be normalised)",
+    "a domain prompt has a NaN or infinite entry",
+    "a domain prompt entry is above the bound 2^18/N",
+    "its row counts or shapes do not match the owners list",
+)
+
+
+def _norms_ok(x: torch.Tensor) -> bool:
+    return not x.numel() or float(x.double().norm(dim=-1).max()) <= 1.0 + 1e-6
+
+
+def input_problem(x: torch.Tensor, p: torch.Tensor, n_rows: int) -> int:
+    """Index into ``INPUT_PROBLEMS`` of why reduced rows ``x`` and prompts ``p`` cannot be
+    shared in a round of ``n_rows`` rows: finite, rows of norm <= 1, entries <= ``max_prompt_abs``.
+    Checked by the client itself before it shares (both topologies); the compute parties check
+    the norm and the bound again on the shares (:mod:`mpc.validity`)."""
+    if not torch.isfinite(x).all():
+        return 1
+    if not _norms_ok(x):
+        return 2
+    if not torch.isfinite(p).all():
+        return 3
+    if p.numel() and float(p.abs().max()) > max_prompt_abs(n_rows):
+        return 4
+    return 0
 
 
 RESTART_STRIDE = 1_000_003  # seed offset between restarts of the same k (restart 0 = no offset)

@@ -88,10 +88,6 @@ def set_plan_cache(flag: bool) -> None:
     _PLAN_CACHE = bool(flag)
 
 
-def is_enabled() -> bool:
-    return _ENABLED
-
-
 @contextmanager
 def enabled(flag: bool) -> Iterator[None]:
     """Run a block of code with the offline phase on or off (at every party alike)."""

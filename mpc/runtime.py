@@ -397,7 +397,7 @@ def init_from_mpi(spec: PartySpec, comm: Any = None) -> Party:
     return start_party(rank, spec, rendezvous)
 
 
-# ---------------------------------------------------------------- spawned parties (tests)
+# ------------------------------------- spawned parties (tests, the transcript audit, the install check)
 
 
 def _party_main(

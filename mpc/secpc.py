@@ -24,7 +24,6 @@ from mpc import layout as lay
 from mpc import secure_ops as so
 from mpc.aggregation import secure_aggregate
 from mpc.clustering import (
-    INV_BITS,
     SecureState,
     kmeans_on_shares,
     secure_silhouette_choice,
@@ -32,24 +31,10 @@ from mpc.clustering import (
     with_counts,
 )
 from mpc.compat import import_crypten
-from mpc.layout import SecPCConfig, rows_of
+from mpc.layout import SecPCConfig, max_prompt_abs, rows_of
 from mpc.preprocessing import planned
 from mpc.stats import CommLog
 from mpc.validity import valid_rows
-
-TRUNCATION_MARGIN_BITS = 8  # headroom under the ring budget (CrypTen's truncation errs w.p. ~|x|/2^63)
-
-
-def max_prompt_abs(n_rows: int) -> float:
-    """Largest accepted ``|entry|`` of a shared prompt with ``n_rows`` rows in the round.
-
-    The aggregation forms ``sum_i p_i`` at CrypTen's 16 fractional bits and multiplies it by
-    ``round(2^20 / n)``, so ``N * B * 2^36`` must stay below the 2^62 budget; a further 8 bits
-    of headroom keep CrypTen's probabilistic truncation error (probability ~|x| / 2^63) rare.
-    ``B = 2^18 / N``: 29,127 for 9 rows, 262 for 1,000 (learned prompt entries are ~0.01-1).
-    """
-    return 2.0 ** (lay.RING_BITS_BUDGET - so.FIXED_BITS - INV_BITS - TRUNCATION_MARGIN_BITS) / n_rows
-
 
 class InputError(ValueError):
     """Some party's SecPC inputs are malformed; raised at *every* party, before any sharing."""
@@ -66,30 +51,11 @@ class SecPCResult:
     revealed: list = field(default_factory=list)  # what this party learnt, for the results
 
 
-# What a failed range check says about a party (published as a code, so every rank can say why)
-_PROBLEMS = (
-    None,
-    "a reduced row has a NaN or infinite entry",
-    "a reduced row has Euclidean norm > 1 (rows must be normalised)",
-    "a domain prompt has a NaN or infinite entry",
-    "a domain prompt entry is above the bound 2^18/N",
-    "its row counts or shapes do not match the owners list",
-)
-
-
 def _local_problem(x_local: torch.Tensor, p_local: torch.Tensor, n_local: int, n_rows: int) -> int:
-    """Index into ``_PROBLEMS`` of why this party's own inputs cannot be shared (0: they can)."""
+    """Index into ``INPUT_PROBLEMS`` of why this party's own inputs cannot be shared (0: they can)."""
     if x_local.dim() != 2 or p_local.dim() != 2 or x_local.shape[0] != n_local or p_local.shape[0] != n_local:
         return 5
-    if not torch.isfinite(x_local).all():
-        return 1
-    if x_local.numel() and float(x_local.double().norm(dim=-1).max()) > 1.0 + 1e-6:
-        return 2
-    if not torch.isfinite(p_local).all():
-        return 3
-    if p_local.numel() and float(p_local.abs().max()) > max_prompt_abs(n_rows):
-        return 4
-    return 0
+    return lay.input_problem(x_local, p_local, n_rows)
 
 
 def check_inputs(rank: int, x_local: torch.Tensor, p_local: torch.Tensor, owners: list[int]) -> None:
@@ -106,7 +72,7 @@ def check_inputs(rank: int, x_local: torch.Tensor, p_local: torch.Tensor, owners
     table = torch.stack(comm.all_gather(mine)) if comm.get_world_size() > 1 else mine.unsqueeze(0)
     bad = [(p, int(table[p, 0])) for p in range(table.shape[0]) if int(table[p, 0])]
     if bad:
-        what = "; ".join(f"party {p}: {_PROBLEMS[c] if 0 < c < len(_PROBLEMS) else 'unknown problem'}" for p, c in bad)
+        what = "; ".join(f"party {p}: {lay.INPUT_PROBLEMS[c] if 0 < c < len(lay.INPUT_PROBLEMS) else 'unknown problem'}" for p, c in bad)
         raise InputError(f"SecPC inputs failed the range check ({what}); nothing was shared")
     shapes = {tuple(r.tolist()) for r in table[:, 1:]}
     if len(shapes) > 1:
@@ -132,10 +98,10 @@ def secpc_round(
     """
     rank = party.rank
     N = len(owners)
-    if N <= 2 and not config.allow_insecure:
+    if N < lay.min_rows(config.k_max, config.allow_insecure):
         raise ValueError(
-            f"{N} rows: the all-client mean hands each client the other's prompt; "
-            "set allow_insecure=True to run it anyway"
+            f"{N} rows, fewer than k_max={config.k_max} or {lay.SAFE_MIN_CLUSTER}: too few for the centres, "
+            "or the all-client mean hands a client another's prompt (allow_insecure=True lifts the second)"
         )
     check_inputs(rank, x_local, p_local, owners)
     log = CommLog()

@@ -13,9 +13,7 @@ import torch
 
 from mpc import comparison
 from mpc.compat import import_crypten
-from mpc.layout import rows_of
-
-FIXED_BITS = 16  # CrypTen's default fixed-point precision
+from mpc.layout import FIXED_BITS, rows_of
 
 
 def _crypten():

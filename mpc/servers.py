@@ -48,7 +48,8 @@ from mpc import layout as lay
 from mpc.clustering import SecureState
 from mpc.compat import import_crypten
 from mpc.prg import ChaChaGenerator
-from mpc.secure_ops import FIXED_BITS, matmul_public_int
+from mpc.layout import FIXED_BITS, INPUT_PROBLEMS, input_problem, max_prompt_abs
+from mpc.secure_ops import matmul_public_int
 from mpc.stats import CommLog, PhaseStats
 
 log = logging.getLogger(__name__)
@@ -236,15 +237,13 @@ class ClientRound:
 
 
 def check_client_inputs(x: torch.Tensor, p: torch.Tensor, n_rows: int) -> None:
-    """The peer topology's range check, done by the client itself before it shares anything."""
-    from mpc.secpc import InputError, max_prompt_abs
+    """The input contract (:func:`mpc.layout.input_problem`), checked by the client itself
+    before it shares anything, as in the peer topology."""
+    from mpc.secpc import InputError
 
-    if not torch.isfinite(x).all() or not torch.isfinite(p).all():
-        raise InputError("a reduced row or domain prompt has a NaN or infinite entry; nothing was shared")
-    if x.numel() and float(x.double().norm(dim=-1).max()) > 1.0 + 1e-6:
-        raise InputError("a reduced row has Euclidean norm > 1 (rows must be normalised); nothing was shared")
-    if p.numel() and float(p.abs().max()) > max_prompt_abs(n_rows):
-        raise InputError(f"a domain prompt entry is above the bound {max_prompt_abs(n_rows):.4g}; nothing was shared")
+    code = input_problem(x, p, n_rows)
+    if code:
+        raise InputError(f"{INPUT_PROBLEMS[code]} (bound {max_prompt_abs(n_rows):.4g}); nothing was shared")
 
 
 def send_shares(comm, layout: ServerLayout, round_idx: int, ids: list[int], x: torch.Tensor,
@@ -510,7 +509,7 @@ def serve_round(
     with the round's result before any client gets its output: the launcher checkpoints there,
     so a round a client has seen is always resumable."""
     from mpc.preprocessing import planned
-    from mpc.secpc import _checked, cluster_and_aggregate, max_prompt_abs
+    from mpc.secpc import _checked, cluster_and_aggregate
 
     ct = import_crypten()
     MPCTensor = ct.mpc.MPCTensor
@@ -549,7 +548,7 @@ def serve_round(
             Xq, F = Xq[keep], F[keep]
             log.error("round %d: rows of clients %s failed the range check on the shares; left out",
                       round_idx + 1, invalid)
-    n_min = max(config.k_max, 1 if config.allow_insecure else lay.SAFE_MIN_CLUSTER)
+    n_min = lay.min_rows(config.k_max, config.allow_insecure)
     if len(included) < n_min:
         log.warning("round %d: only %d valid rows arrived (need %d); the round is skipped", round_idx + 1,
                     len(included), n_min)

@@ -41,10 +41,6 @@ def set_direct(flag: bool) -> None:
     _DIRECT = bool(flag)
 
 
-def is_direct() -> bool:
-    return _DIRECT
-
-
 @contextmanager
 def using(flag: bool) -> Iterator[None]:
     old = _DIRECT

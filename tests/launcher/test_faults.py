@@ -10,15 +10,15 @@ import pytest
 import torch
 from PIL import Image
 
-from launcher import faults
+from launcher import fault_hooks, faults
 from tests.launcher._mpirun import SMALL, mpirun
 
 
 def test_fault_spec_parses_and_rejects_garbage():
-    assert faults.Fault.parse("rank=3,phase=secpc,round=1") == faults.Fault(3, "secpc", 1)
-    assert faults.Fault.parse("phase=setup,rank=0") == faults.Fault(0, "setup", None)
+    assert fault_hooks.Fault.parse("rank=3,phase=secpc,round=1") == fault_hooks.Fault(3, "secpc", 1)
+    assert fault_hooks.Fault.parse("phase=setup,rank=0") == fault_hooks.Fault(0, "setup", None)
     with pytest.raises(ValueError, match="expected rank=R,phase=P"):
-        faults.Fault.parse("rank=3,when=later")
+        fault_hooks.Fault.parse("rank=3,when=later")
 
 
 def test_describe_names_the_phase_and_the_peer_that_is_gone(monkeypatch):
@@ -35,11 +35,10 @@ def test_describe_names_the_phase_and_the_peer_that_is_gone(monkeypatch):
 
 
 def test_poison_touches_only_the_chosen_rank_and_round(monkeypatch):
-    monkeypatch.setattr(faults, "_state", faults._State(rank=1))
-    monkeypatch.setenv(faults.POISON_ENV, "rank=1,round=2,value=inf")
+    monkeypatch.setenv(fault_hooks.POISON_ENV, "rank=1,round=2,value=inf")
     p = {4: torch.zeros(2, 3)}
-    assert faults.poison(p, 0) is p
-    out = faults.poison(p, 1)
+    assert fault_hooks.poison(p, 0, 1) is p and fault_hooks.poison(p, 1, 0) is p
+    out = fault_hooks.poison(p, 1, 1)
     assert torch.isinf(out[4][0, 0]) and out[4].isfinite().sum() == 5 and p[4].isfinite().all()
 
 

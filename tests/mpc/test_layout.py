@@ -150,3 +150,20 @@ def test_a_distance_larger_by_exactly_one_is_not_a_tie():
     xq, S, n = torch.tensor([[0]]), torch.tensor([[1], [0]]), torch.tensor([1, 1])  # dist^2 1 vs 0
     assert ref.assign_int(xq, S, n, [2]).tolist() == [[0, 1]]
     assert ref.assign_int(xq, torch.tensor([[0], [0]]), n, [2]).tolist() == [[1, 0]]  # a true tie: lower index
+
+
+def test_the_input_contract_is_one_function():
+    """Both topologies' clients check their rows with ``input_problem``; each code names one breach."""
+    from mpc.layout import INPUT_PROBLEMS, input_problem, max_prompt_abs, min_rows
+
+    x, p = torch.full((2, 4), 0.5), torch.zeros(2, 6)
+    assert input_problem(x, p, 9) == 0
+    bad_x = x.clone()
+    bad_x[0, 0] = float("nan")
+    assert "NaN" in INPUT_PROBLEMS[input_problem(bad_x, p, 9)]
+    assert "norm > 1" in INPUT_PROBLEMS[input_problem(x * 2, p, 9)]
+    big = p.clone()
+    big[1, 2] = 1.01 * max_prompt_abs(9)
+    assert "above the bound" in INPUT_PROBLEMS[input_problem(x, big, 9)]
+    assert input_problem(x, big, 1) == 0  # the bound scales as 2^18 / N
+    assert min_rows(4) == 4 and min_rows(2) == 3 and min_rows(2, allow_insecure=True) == 2

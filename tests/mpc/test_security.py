@@ -25,7 +25,7 @@ import torch
 
 from mpc import transcript, wire
 from mpc.runtime import PartySpec, private_rendezvous, run_parties
-from mpc.secpc import SecPCConfig, max_prompt_abs
+from mpc.layout import SecPCConfig, max_prompt_abs
 from tests.mpc import _security_jobs as jobs
 from tests.mpc.test_secpc import blobs
 
