@@ -6,13 +6,16 @@ encryption:
 * rows are quantised by their owners (``s = quant_bits(N)`` fractional bits) and shared as
   integers; the Lloyd loop is exact integer arithmetic on shares: nothing is approximated inside the
   loop, so labels equal the reference bit for bit (ties included);
-* one Lloyd iteration for all candidate k side by side costs, in party-to-party rounds:
-  1 matmul (``[X; S; n] @ [S | n]^T`` gives ``X S^T``, ``||S_j||^2`` and ``n_j^2``) + 1 mul
-  (``e = ||S||^2 - 2 n X.S``) + 1 mul (cross-multiplied pair operands) + 1 batched comparison
-  (all pairs of all candidates, 8 rounds for any number of parties, :mod:`mpc.comparison`) +
-  ``ceil(log2(k_max - 1))`` AND rounds + 1 matmul (``A^T [X | 1]`` = sums and counts) + the
-  empty-cluster flag ``z_j = [n_j == 0]`` (:func:`mpc.comparison.none_of`: ``ceil(log2 b) + 2``
-  rounds for counts of ``b = ceil(log2(N + 1))`` bits) + 1 mul (empty clusters keep their (S, n));
+* one Lloyd iteration for all candidate k side by side costs 9 party-to-party rounds (edaBits,
+  :mod:`mpc.comparison`; any number of parties). The assignment: 1 mul (cross-multiplied pair
+  operands ``e_J n_L^2``, ``e_L n_J^2`` with ``e = ||S||^2 - 2 n X.S``, whose parts come with
+  the centres) + 4 for the batched comparison of all pairs of all candidates + 1 for the
+  one-hot (the comparison bits of each centre's ``k_max - 1`` pairs ANDed at once,
+  :func:`mpc.comparison.onehot_wins`). The update (:func:`_update`): 1 (``A^T [X | 1]`` = sums
+  and counts, with the counts' masked opening) + 1 (the empty-cluster flag ``z_j = [n_j == 0]``
+  as one AND over the count's bits, with the products ``n_j S_j``, ``n_j^2``, ``||S_j||^2``)
+  + 1 (empty clusters keep their centre; the next ``X (n S)^T``). CrypTen's primitives
+  (``bench secpc --baseline``) compute the same values step by step;
 * the adaptive criterion runs once after the loop (see :func:`secure_silhouette_choice`);
 * with restarts (several groups of the same k, :func:`mpc.layout.candidate_groups`) every
   group runs in the same batched operations (more bytes, no more rounds); the winner among the
@@ -29,7 +32,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from mpc import comparison
+from mpc import bitprods, comparison, transport
 from mpc import layout as lay
 from mpc import secure_ops as so
 from mpc.compat import import_crypten
@@ -71,32 +74,91 @@ class KMeansOutput:
     log: CommLog = field(default_factory=CommLog)
 
 
-def _assign(Xi, SN, ks: list[int], J, L):
-    """Encrypted one-hot labels for every candidate group (see module docstring for rounds)."""
+def _assign(G, Q, ks: list[int], J, L):
+    """Encrypted one-hot labels for every candidate group (see module docstring for rounds).
+
+    ``G = xq Q_S^T`` (``n_j x_i.S_j``, ``N x K``) and ``Q = [n_j S_j | n_j^2 | ||S_j||^2]``
+    (:func:`_centre_products`) come with the centres from :func:`_update`, so
+    ``e_ij = ||S_j||^2 - 2 n_j x_i.S_j`` costs nothing here."""
     ct = import_crypten()
-    N = Xi.shape[0]
-    m1 = SN.shape[1]
-    K = SN.shape[0]
-    mask_s = torch.ones(m1, dtype=torch.long)
-    mask_s[-1] = 0
-    mask_n = 1 - mask_s
-    left = ct.cat([so.mul_public_int(Xi, mask_s), so.mul_public_int(SN, mask_s), so.mul_public_int(SN, mask_n)], dim=0)
-    H = left.matmul(SN.t())  # (N + 2K) x K, int
-    eye = torch.eye(K, dtype=torch.long)
-    G = H[:N]
-    SS = so.mul_public_int(H[N : N + K], eye).sum(0)
-    n2 = so.mul_public_int(H[N + K :], eye).sum(0)
-    n = SN[:, m1 - 1]
-    e = SS.unsqueeze(0) - (G * n.unsqueeze(0).expand(N, K)) * 2
+    N = G.shape[0]
+    m = Q.shape[1] - 2
+    n2, SS = Q[:, m], Q[:, m + 1]
+    e = SS.unsqueeze(0) - G * 2
     if len(J) == 0:
-        return so.onehot_from_pairs(None, N, ks, J, L)
+        return comparison.onehot_wins(None, N, ks, J, L)
     P = len(J)
     left_ops = ct.cat([e[:, J], e[:, L]], dim=1)
     right_ops = ct.cat([n2[L], n2[J]], dim=0).unsqueeze(0).expand(N, 2 * P)
     prod = left_ops * right_ops
     f = prod[:, :P] - prod[:, P:]  # sign(d_J - d_L)
-    w = so.ltz(so.add_raw(f, -1))  # [f <= 0]: J beats L, ties to the lower index
-    return so.onehot_from_pairs(w, N, ks, J, L)
+    return comparison.onehot_wins(f, N, ks, J, L)  # [f <= 0]: J beats L, ties to the lower index
+
+
+def _inner(Xi, Q):
+    """``G = xq Q_S^T``: every row's inner product with every ``n_j S_j`` (one matmul)."""
+    m = Xi.shape[1] - 1
+    return Xi[:, :m].matmul(Q[:, :m].t())
+
+
+def _product_operands(SN):
+    """The two operands whose product gives :func:`_centre_products` (one multiplication)."""
+    ct = import_crypten()
+    K, m1 = SN.shape
+    m = m1 - 1
+    S, n = SN[:, :m], SN[:, m:]
+    return ct.cat([S, n, S], 1), ct.cat([n.expand(K, m), n, S], 1)
+
+
+def _from_products(p, m: int):
+    return import_crypten().cat([p[:, : m + 1], p[:, m + 1 :].sum(1, keepdim=True)], 1)
+
+
+def _centre_products(SN):
+    """``Q = [n_j S_j | n_j^2 | ||S_j||^2]`` (``K x (m + 2)`` int shares): what the next
+    assignment needs of the centres besides ``S`` itself, one multiplication round."""
+    x, y = _product_operands(SN)
+    return _from_products(x * y, SN.shape[1] - 1)
+
+
+def _update(A, Xi, SN, Q):
+    """New ``[S | n]`` = ``A^T [xq | 1]``, its ``Q`` and the next assignment's ``G``; a cluster
+    that received no row keeps its old ``[S | n]`` and ``Q`` (``z_j = [n_j == 0]``; its new sums
+    are all zero, so adding ``z_j`` times the old values is the whole selection), and so its
+    ``G`` column: ``G' = xq Q'_S^T = xq Q_new,S^T + z * (xq Q_old,S^T)``.
+
+    edaBits, 3 rounds: (1) the sums' and ``xq Q_old,S^T``'s Beaver operands open with the masked
+    counts; (2) one :func:`mpc.bitprods.and_all` over the count's ``ceil(log2(N + 1))`` bits,
+    with the new centres' products opened in it; (3) the multiplications by ``z`` with
+    ``xq Q_new,S^T``. CrypTen's path computes the same values one step after another.
+    """
+    ct = import_crypten()
+    K, m1 = SN.shape
+    N, m = A.shape[0], m1 - 1
+    old = ct.cat([SN, Q], 1)
+    if not comparison.uses_edabits():
+        z = comparison.none_of(A, 0)  # 1 where the cluster received no row
+        SN_new = A.t().matmul(Xi)
+        new = ct.cat([SN_new, _centre_products(SN_new)], 1)
+        out = new + old * z.unsqueeze(1).expand(K, old.shape[1])
+        SN, Q = out[:, :m1], out[:, m1:]
+        return SN, Q, _inner(Xi, Q)
+    Xq = Xi[:, :m]
+    sums = so.Beaver(A.t(), Xi, "matmul")  # [A^T xq | A^T 1]
+    g_old = so.Beaver(Xq, Q[:, :m].t(), "matmul")
+    c, rB, opened = comparison._open_masked(A.sum(0), also_open=sums.masked + g_old.masked)
+    SN_new, G_old = sums.finish(*opened[:2]), g_old.finish(*opened[2:])
+    prods = so.Beaver(*_product_operands(SN_new), "mul")
+    bits = max(1, math.ceil(math.log2(N + 1)))
+    z, opened = bitprods.and_all(comparison.zero_bits(c, rB.share, bits), also_open=prods.masked)
+    Q_new = _from_products(prods.finish(*opened), m)
+    keep = so.Beaver(z.unsqueeze(1), old, "mul")  # z_j * [S | n | Q]_old
+    keep_g = so.Beaver(z.unsqueeze(0), G_old, "mul")  # z_j * G_old[:, j]
+    g_new = so.Beaver(Xq, Q_new[:, :m].t(), "matmul")
+    opened = transport.open_all([(t, "sum") for t in keep.masked + keep_g.masked + g_new.masked])
+    out = ct.cat([SN_new, Q_new], 1) + keep.finish(*opened[:2])
+    G = g_new.finish(*opened[4:]) + keep_g.finish(*opened[2:4])
+    return out[:, :m1], out[:, m1:], G
 
 
 def secure_kmeans(
@@ -153,14 +215,14 @@ def kmeans_on_shares(
             SN = warm.SN
         else:
             SN = Xi[lay.initial_rows(ks, N, seed)]  # Forgy, public indices: [x_r | 1] = (S, n=1)
+        Q = _centre_products(SN)
+        G = _inner(Xi, Q)
     for _ in range(iters):
         with log.phase("lloyd"):
-            A = _assign(Xi, SN, ks, J, L)
-            SN_new = A.t().matmul(Xi)  # [A^T xq | A^T 1]
-            z = comparison.none_of(A, 0)  # 1 where the cluster received no row
-            SN = SN_new + SN * z.unsqueeze(1).expand(SN.shape[0], m + 1)
+            A = _assign(G, Q, ks, J, L)
+            SN, Q, G = _update(A, Xi, SN, Q)
     with log.phase("assign_final"):
-        A = _assign(Xi, SN, ks, J, L)
+        A = _assign(G, Q, ks, J, L)
     return KMeansOutput(A=A, state=SecureState(SN, tuple(ks), bits), Xi=Xi, log=log)
 
 
@@ -210,8 +272,7 @@ def secure_silhouette_choice(out: KMeansOutput, ks: list[int], N: int, log: Comm
         D = x2_fixed.unsqueeze(1) - H[:Nr] * 2 + cc.unsqueeze(0)  # squared distances, N x K
         Dm = D + so.as_fixed(so.mul_public_int(A, torch.tensor(8 << so.FIXED_BITS)))  # own centre masked
         J, L = lay.pair_layout(ks)
-        w = so.ltz(so.add_raw(Dm[:, J] - Dm[:, L], -1))  # [Dm_J <= Dm_L]
-        Bm = so.onehot_from_pairs(w, Nr, ks, J, L)  # second-nearest (nearest other) centre
+        Bm = comparison.onehot_wins(Dm[:, J] - Dm[:, L], Nr, ks, J, L)  # second-nearest (nearest other) centre
         As = A * cb[K:, 1].unsqueeze(0).expand(Nr, K)  # A_ij [n_f_j >= 2]: singletons drop out
         both = ct.cat([As, Bm], 0) * ct.cat([D, Dm], 0)
         gm = torch.zeros(K, len(ks), dtype=torch.long)
@@ -229,8 +290,7 @@ def secure_silhouette_choice(out: KMeansOutput, ks: list[int], N: int, log: Comm
         G = len(ks)
         Jg, Lg = lay.pair_layout([G])
         # argmax of score = argmin of s: J beats L iff s_J <= s_L, ties to the first group
-        wg = so.ltz(so.add_raw(s[Jg] - s[Lg], -1)).unsqueeze(0)
-        onehot = so.onehot_from_pairs(wg, 1, [G], Jg, Lg)
+        onehot = comparison.onehot_wins((s[Jg] - s[Lg]).unsqueeze(0), 1, [G], Jg, Lg)
         k_enc = so.matmul_public_int(onehot, torch.tensor(ks, dtype=torch.long))
         k = int(k_enc.get_plain_text().round().item())
     return k, onehot, cb[K:]

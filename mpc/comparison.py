@@ -9,25 +9,31 @@ compared element, a random ring element ``r`` shared *both* arithmetically and b
 1. open ``c = x + r`` (one round; ``r`` is uniform on the ring, so ``c`` is too, whatever x);
 2. ``x = c - r = c + ~r + 1`` on the ring, computed bitwise between the *public* ``c`` and the
    XOR-shared bits of ``r``: generate and propagate bits are local (public AND/XOR shared), the
-   carry-in 1 folds into bit 0, and a Kogge-Stone prefix over bits 0..62 gives the carry into
-   bit 63 in ``log2 64 = 6`` AND levels (both ANDs of a level in one Beaver round);
+   carry-in 1 folds into bit 0, and a radix-4 Kogge-Stone prefix over bits 0..62 gives the
+   carry into bit 63 in ``log4 64 = 3`` levels. Each level combines four neighbouring groups,
+   ``G0 ^= P0 G1 ^ P0 P1 G2 ^ P0 P1 P2 G3`` and ``P0 = P0 P1 P2 P3`` (the terms are disjoint,
+   so OR is XOR): ANDs of up to four shared words, evaluated in one round from the dealer's
+   binary bit-product tuples (:func:`mpc.bitprods.monomials`; unbounded fan-in multiplication
+   from correlated randomness is the idea of Damgard et al., TCC 2006);
 3. the sign bit ``msb(x) = c63 ^ ~r63 ^ carry63`` goes back to arithmetic with CrypTen's
-   single-bit B2A (one round).
+   single-bit B2A (one round), or straight into an AND of several such bits
+   (:func:`onehot_wins`: the one-hot winner among k centres, one round for all of it).
 
-So a batched comparison costs **8 online rounds for any number of parties**, and is exact on
-the whole ring (no wrap-around assumption on ``|x|``): the adder computes ``c - r mod 2^64``,
-which is ``x``'s raw ring value. What anyone learns is what CrypTen's comparison lets them
-learn: the parties see ``c`` (masked by a fresh uniform ``r``) and Beaver openings (masked by
-fresh triples); the dealer sees request shapes only, as before.
+So a batched comparison costs **5 online rounds for any number of parties** (4 before its bit
+is converted), and is exact on the whole ring (no wrap-around assumption on ``|x|``): the adder
+computes ``c - r mod 2^64``, which is ``x``'s raw ring value. What anyone learns is what
+CrypTen's comparison lets them learn: the parties see ``c`` (masked by a fresh uniform ``r``)
+and words masked by fresh uniform masks; the dealer sees request shapes only, as before.
 
-The dealer request is the ``edabits`` kind of :mod:`mpc.preprocessing` (made offline with the
-rest of a block's material). :func:`using` ``("crypten")`` selects CrypTen's own non-linear
+The dealer requests are the ``edabits``, ``bitand`` and ``bitprods`` kinds of
+:mod:`mpc.preprocessing` (made offline with the rest of a block's material). :func:`using` ``("crypten")`` selects CrypTen's own non-linear
 primitives instead (its comparison, a product tree for :func:`none_of`, its ``reciprocal`` in
 :func:`mpc.secure_ops.reciprocal_bounded`): the baseline of ``bench secpc --baseline``.
 
 Also here: :func:`is_zero_small`, ``[v == 0]`` for integers known to lie in ``[0, 2^b)``; only
-the low ``b`` bits of ``c - r`` matter, so it costs ``ceil(log2 b) + 2`` rounds (an AND tree
-over ``b`` bits instead of one over the N rows the value counts).
+the low ``b`` bits of ``c - r`` matter, so it costs 2 rounds (the opening, then one
+:func:`mpc.bitprods.and_all` over ``b`` bits instead of an AND tree over the N rows the value
+counts).
 """
 
 from __future__ import annotations
@@ -77,21 +83,28 @@ def _binary(share: torch.Tensor):
 
 def _as_int_mpc(arith):
     """An ``ArithmeticSharedTensor`` of 0/1 ints as an MPCTensor with encoder scale 1."""
+    from mpc.bitprods import int_tensor
+
+    return int_tensor(arith.share)
+
+
+def uses_edabits() -> bool:
+    """True where this module's own protocols run (edaBits chosen and two or more parties);
+    otherwise every function here falls back to CrypTen's."""
+    return _METHOD == "edabits" and import_crypten().communicator.get().get_world_size() >= 2
+
+
+def _open_masked(x, also_open: list[torch.Tensor] = ()):
+    """``c = x + r`` opened, with ``r``'s bitwise sharing (one round). ``also_open``: other
+    arithmetic shares opened in the same round; with them, returns ``(c, rB, their sums)``."""
+    from mpc import transport
+
     ct = import_crypten()
-    from crypten.encoder import FixedPointEncoder
-
-    out = ct.mpc.MPCTensor.from_shares(arith.share, precision=0)
-    out.encoder = FixedPointEncoder(precision_bits=0)
-    return out
-
-
-def _open_masked(x):
-    """``c = x + r`` opened, with ``r``'s bitwise sharing (one round)."""
-    ct = import_crypten()
-    comm = ct.communicator.get()
     rA, rB = ct.mpc.get_default_provider().edabits_rng(x.share.size())
-    c = comm.all_reduce(x.share + rA.share)
-    return c, rB
+    opened = transport.open_all([(x.share + rA.share, "sum")] + [(t, "sum") for t in also_open])
+    if also_open:
+        return opened[0], rB, opened[1:]
+    return opened[0], rB
 
 
 def _not_r_bits(rB, c: torch.Tensor):
@@ -112,33 +125,113 @@ def ltz(x):
         return as_int(x)._ltz()
     from crypten.mpc.primitives import beaver
 
+    return _as_int_mpc(beaver.B2A_single_bit(_binary(ltz_bits(x))))
+
+
+def _spaced(step: int) -> int:
+    """The int64 word with bits at every multiple of ``step``."""
+    word = 0
+    for i in range(0, _WORD, step):
+        word |= 1 << i
+    return word - (1 << _WORD) if word >= 1 << (_WORD - 1) else word
+
+
+def _pack(v: torch.Tensor, f: int) -> torch.Tensor:
+    """Words whose bits sit at multiples of ``f`` only, ``f`` of them to a word (shifted by 0 ..
+    f - 1 and OR-ed; zero padded). XOR shares stay XOR shares: it is a bit permutation."""
+    pad = (-v.numel()) % f
+    if pad:
+        v = torch.cat([v, torch.zeros(pad, dtype=v.dtype)])
+    return (v.view(-1, f) << torch.arange(f, dtype=torch.long)).sum(-1)  # disjoint bits: the sum is the OR
+
+
+def _unpack(w: torch.Tensor, f: int, n: int, mask: int) -> torch.Tensor:
+    return ((w.unsqueeze(-1) >> torch.arange(f, dtype=torch.long)) & mask).reshape(-1)[:n]
+
+
+def _combine4(G: torch.Tensor, P: torch.Tensor, s: int, last: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One radix-4 level of the carry tree on flat word tensors whose nodes sit at the multiples
+    of ``s``: nodes ``t = 0..3`` at ``4 s j + t s`` (least significant first) merge into one at
+    ``4 s j``, ``G = g3 ^ p3 g2 ^ p3 p2 g1 ^ p3 p2 p1 g0`` and ``P = p3 p2 p1 p0`` (the terms are
+    disjoint, so OR is XOR). The ``64 / 4s`` nodes of each element are packed ``4 s`` elements to
+    a word, so a level costs the dealer and the opening a fraction of a word per element."""
+    from mpc.bitprods import monomials
+
+    f, mask, n = 4 * s, _spaced(4 * s), G.numel()
+    v = [(G >> (t * s)) & mask for t in range(4)] + [(P >> (t * s)) & mask for t in range(4)]
+    # variables: g0..g3 = 0..3, p0..p3 = 4..7
+    monos = [(7, 2), (7, 6, 1), (7, 6, 5, 0)] + ([] if last else [(7, 6, 5, 4)])
+    out = [_unpack(w, f, n, mask) for w in monomials([_pack(x, f) for x in v], monos)]
+    return v[3] ^ out[0] ^ out[1] ^ out[2], None if last else out[3]
+
+
+def ltz_bits(x) -> torch.Tensor:
+    """This party's XOR share of ``[x < 0]`` in bit 0 (edaBits; 4 rounds: no B2A yet).
+
+    For callers that combine the bits before converting them (:func:`onehot_wins`)."""
     c, rB = _open_masked(x)
     g, p = _not_r_bits(rB, c)
-    # carry-in 1 at bit 0: bit 0 generates iff it generates or propagates; nothing below it propagates
-    G = g ^ (p & 1)
-    P = p & ~1
-    top = p  # bit 63 of p, kept for the sum bit
-    shift = 1
-    while shift < _WORD - 1:
-        if 2 * shift < _WORD - 1:
-            both = _binary(torch.stack([P.share, P.share])) & _binary(torch.stack([G.share << shift, P.share << shift]))
-            G, P = G ^ _binary(both.share[0]), _binary(both.share[1])
-        else:  # the last level needs only G
-            G = G ^ (P & _binary(G.share << shift))
-        shift *= 2
-    # after the prefix, bit i of G is the carry out of bit i; bit 63 of the sum is p63 ^ carry62
-    msb = top ^ _binary(G.share << 1)
-    bit = _binary((msb.share >> (_WORD - 1)) & 1)
-    return _as_int_mpc(beaver.B2A_single_bit(bit))
+    rank = import_crypten().communicator.get().get_rank()
+    shape = g.share.shape
+    g, p = g.share.reshape(-1), p.share.reshape(-1)
+    top = (p >> (_WORD - 1)) & 1  # p63, kept for the sum bit
+    high = -(1 << (_WORD - 1))  # bit 63
+    # carry-in 1 at bit 0: bit 0 generates iff it generates or propagates; nothing below it
+    # propagates. Bit 63 made neutral (G 0, P the public 1): the tree over 64 bits then gives
+    # the carry into bit 63.
+    G = (g ^ (p & 1)) & ~high
+    P = p & ~1 & ~high
+    if rank == 0:
+        P = P | high
+    for s in (1, 4, 16):  # 64 -> 16 -> 4 -> 1 nodes per element
+        G, P = _combine4(G, P, s, last=s == 16)
+    return (top ^ G).reshape(shape) & 1
+
+
+def onehot_wins(d, n_rows: int, ks: list[int], J: torch.Tensor, L: torch.Tensor):
+    """One-hot winners per candidate group from pairwise differences ``d`` (``n_rows x P``):
+    column ``J[p]`` beats ``L[p]`` iff ``d[:, p] <= 0`` (ties to the lower index).
+
+    edaBits: the comparison's bits go straight into one :func:`mpc.bitprods.and_all` over each
+    column's ``max k - 1`` slots: 7 + 1 rounds for comparison and one-hot together. CrypTen: its
+    comparison, then a product tree (:func:`mpc.secure_ops.onehot_from_pairs`).
+    """
+    from mpc import bitprods
+    from mpc import secure_ops as so
+
+    ct = import_crypten()
+    if len(J) == 0 or not uses_edabits():
+        w = so.ltz(so.add_raw(d, -1)) if len(J) else None
+        return so.onehot_from_pairs(w, n_rows, ks, J, L)
+    w = ltz_bits(so.add_raw(d, -1))  # [d <= 0]
+    pair, flip = so.slot_map(ks, J, L)  # K x D: source pair (-1: padding) and public XOR
+    rank = ct.communicator.get().get_rank()
+    slots = w[:, pair.clamp(min=0)] * (pair >= 0)
+    if rank == 0:
+        slots = slots ^ flip
+    A, _ = bitprods.and_all(slots)
+    return A
+
+
+def zero_bits(c: torch.Tensor, rB: torch.Tensor, bits: int) -> torch.Tensor:
+    """This party's XOR shares (``..., bits``) of ``~(c ^ r)`` on the low ``bits`` bits, from
+    an opened ``c = v + r``: all ones iff ``v == 0`` when ``0 <= v < 2^bits`` (no carry)."""
+    if not 1 <= bits < _WORD:
+        raise ValueError(f"a small zero test needs 1 <= bits < {_WORD}, got {bits}")
+    rank = import_crypten().communicator.get().get_rank()
+    shift = torch.arange(bits, dtype=torch.long)
+    y = ~(rB ^ c) if rank == 0 else rB
+    return (y.unsqueeze(-1) >> shift) & 1
 
 
 def is_zero_small(v, bits: int):
     """Batched ``[v == 0]`` for int shares known to hold integers in ``[0, 2^bits)``.
 
     ``v == 0`` iff ``c = v + r`` agrees with ``r`` on the low ``bits`` bits (no carry: ``v <
-    2^bits``), so the test is an AND over ``bits`` bits of ``~(c ^ r)``: ``ceil(log2 bits)``
-    AND levels, plus the opening and the B2A.
+    2^bits``): one opening, then one :func:`mpc.bitprods.and_all` over those bits (2 rounds).
     """
+    from mpc import bitprods
+
     ct = import_crypten()
     if not 1 <= bits < _WORD:
         raise ValueError(f"is_zero_small needs 1 <= bits < {_WORD}, got {bits}")
@@ -146,27 +239,15 @@ def is_zero_small(v, bits: int):
         from mpc.secure_ops import as_int
 
         return (as_int(v) - 1)._ltz()
-    from crypten.mpc.primitives import beaver
-
-    rank = ct.communicator.get().get_rank()
-    low = (1 << bits) - 1
     c, rB = _open_masked(v)
-    if rank == 0:  # ~(c ^ r) on the low bits, the public 1 above them
-        E = _binary((~(rB.share ^ c) & low) | ~low)
-    else:
-        E = _binary(rB.share & low)
-    width = 1 << math.ceil(math.log2(bits))
-    while width > 1:
-        width //= 2
-        E = E & _binary(E.share >> width)
-    return _as_int_mpc(beaver.B2A_single_bit(_binary(E.share & 1)))
+    z, _ = bitprods.and_all(zero_bits(c, rB.share, bits))
+    return z
 
 
 def none_of(A, dim: int):
     """``[no 1 along dim]`` for 0/1 int shares (k-means: the clusters that received no row).
 
-    edaBits: one :func:`is_zero_small` on the column counts, ``ceil(log2 ceil(log2(n+1))) + 2``
-    rounds; CrypTen: a product tree of ``1 - A``, ``ceil(log2 n)`` rounds (the baseline).
+    edaBits: one :func:`is_zero_small` on the column counts, 2 rounds; CrypTen: a product tree of ``1 - A``, ``ceil(log2 n)`` rounds (the baseline).
     """
     from mpc import secure_ops as so
 

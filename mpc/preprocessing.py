@@ -15,7 +15,8 @@ shapes, operation) depends only on public sizes. So a block runs in two steps:
    provider that answers every request with zero shares of the right shape and writes the
    request down. Nothing of the dry run is kept but that list of requests: the *plan*.
    Party 0 sends the plan to the other parties (one broadcast: public shapes only) and to the
-   dealer, one request per protocol phase (:meth:`_dealer_batch`). The dealer runs CrypTen's
+   dealer, one request for the whole block (:meth:`_dealer_batch`; split only past
+   :data:`MAX_BATCH_WORDS`). The dealer runs CrypTen's
    own generation code for every planned request in order (so it consumes every party's
    ChaCha20 stream exactly as the online requests would) and returns party 0's shares as one
    tensor.
@@ -57,10 +58,10 @@ from mpc.compat import import_crypten
 T = TypeVar("T")
 _logger = logging.getLogger(__name__)
 
-KINDS = ("additive", "square", "binary", "wraps", "B2A", "edabits")
+KINDS = ("additive", "square", "binary", "wraps", "B2A", "edabits", "bitprods", "bitand")
 #: Beaver operations the dealer accepts in a batch (CrypTen's ``__beaver_protocol`` set)
 BEAVER_OPS = ("mul", "matmul", "conv1d", "conv2d", "conv_transpose1d", "conv_transpose2d")
-#: Most int64 words of party-0 material one dealer batch may carry (2 GiB); a phase that needs
+#: Most int64 words of party-0 material one dealer batch may carry (2 GiB); a block that needs
 #: more is split into several batches.
 MAX_BATCH_WORDS = 2**28
 
@@ -113,6 +114,8 @@ def request_of(kind: str, *args: Any, **kwargs: Any) -> tuple:
         return (kind, _size(size0), _size(size1), str(op), tuple(extra), tuple(sorted(kwargs.items())))
     if kind == "binary":
         return (kind, _size(args[0]), _size(args[1]))
+    if kind == "bitand":
+        return (kind, _size(args[0]), int(args[1]), tuple(int(t) for t in args[2]))
     return (kind, _size(args[0]))
 
 
@@ -132,6 +135,19 @@ def output_shape(req: tuple) -> tuple[int, ...]:
         return _size(getattr(torch, op)(a, b, *extra, **dict(kw)).shape)
     if kind == "binary":
         return _broadcast(req[1], req[2])
+    if kind == "bitand":  # V mask words and one word per subset product
+        _, size, V, subsets = req
+        if not subsets or any(not 0 < t < (1 << V) for t in subsets):
+            raise PlanMismatch(f"a bitand request with subsets {list(subsets)} of {V} variables")
+        return tuple(size) + (len(subsets),)
+    if kind == "bitprods":  # D bits per group -> 2^D subset products
+        try:
+            from mpc.bitprods import check_width
+
+            check_width(req[1])
+        except ValueError as err:
+            raise PlanMismatch(str(err)) from None
+        return req[1][:-1] + (1 << req[1][-1],)
     if kind in KINDS:
         return req[1]
     raise PlanMismatch(f"unknown dealer request kind {kind!r}")
@@ -247,6 +263,10 @@ def _record(req: tuple):
         return _zeros(req[1], True), _zeros(req[2], True), _zeros(output_shape(req), True)
     if kind in ("B2A", "edabits"):
         return _zeros(req[1]), _zeros(req[1], True)
+    if kind == "bitprods":
+        return _zeros(output_shape(req)), _zeros(req[1], True)
+    if kind == "bitand":
+        return _zeros(output_shape(req), True), _zeros(tuple(req[1]) + (req[2],), True)
     return _zeros(req[1]), _zeros(req[1])
 
 
@@ -301,6 +321,12 @@ def install() -> None:
         def edabits_rng(self, size, device=None):  # noqa: ANN001
             return _intercept(request_of("edabits", size)) or _ttp_edabits_rng(size, device)
 
+        def bitprods_rng(self, size, device=None):  # noqa: ANN001
+            return _intercept(request_of("bitprods", size)) or _ttp_bitprods_rng(size, device)
+
+        def bitand_rng(self, size, V, subsets, device=None):  # noqa: ANN001
+            return _intercept(request_of("bitand", size, V, subsets)) or _ttp_bitand_rng(size, V, subsets, device)
+
     vars(cmpc)["__SUPPORTED_PROVIDERS"]["TTP"] = PlannedTTP()
 
     client_cls = ttp_provider.TTPClient._TTPClient__TTPClient
@@ -320,10 +346,33 @@ def install() -> None:
     client_cls.ttp_request = ttp_request
     ttp_provider.TTPServer.batch = _dealer_batch
     ttp_provider.TTPServer.edabits = _dealer_edabits
+    ttp_provider.TTPServer.bitprods = _dealer_bitprods
+    ttp_provider.TTPServer.bitand = _dealer_bitand
     from crypten.mpc.provider import tfp_provider
 
     tfp_provider.TrustedFirstParty.edabits_rng = _tfp_edabits_rng
+    tfp_provider.TrustedFirstParty.bitprods_rng = _tfp_bitprods_rng
+    tfp_provider.TrustedFirstParty.bitand_rng = _tfp_bitand_rng
     _INSTALLED = True
+
+
+def _dealt(kind: str, args: tuple, mask_size, bitlength, share_size, binary: bool, device):  # noqa: ANN001
+    """Every party's XOR shares of fresh masks (``mask_size``, ``bitlength`` bits) from its
+    dealer-keyed stream, and its share of the material that depends on them: party 0's from the
+    dealer (request ``kind`` with ``args``), the others' from the same stream (XOR shares if
+    ``binary``, else additive). The pattern of CrypTen's ``B2A_rng``."""
+    from crypten.common.rng import generate_kbit_random_tensor, generate_random_ring_element
+    from crypten.mpc.provider.ttp_provider import TTPClient
+
+    generator = TTPClient.get().get_generator(device=device)
+    rB = generate_kbit_random_tensor(mask_size, bitlength=bitlength, generator=generator, device=device)
+    if import_crypten().communicator.get().get_rank() == 0:
+        share = TTPClient.get().ttp_request(kind, device, *args)
+    elif binary:
+        share = generate_kbit_random_tensor(share_size, generator=generator, device=device)
+    else:
+        share = generate_random_ring_element(share_size, generator=generator, device=device)
+    return share, rB
 
 
 def _ttp_edabits_rng(size, device=None):  # noqa: ANN001
@@ -333,17 +382,9 @@ def _ttp_edabits_rng(size, device=None):  # noqa: ANN001
     ``r`` from its dealer-keyed stream, parties 1.. their additive share too, and party 0's
     additive share comes from the dealer (:func:`_dealer_edabits`), who alone can add them up.
     """
-    from crypten.common.rng import generate_kbit_random_tensor, generate_random_ring_element
     from crypten.mpc.primitives import ArithmeticSharedTensor, BinarySharedTensor
-    from crypten.mpc.provider.ttp_provider import TTPClient
 
-    comm = import_crypten().communicator.get()
-    generator = TTPClient.get().get_generator(device=device)
-    rB = generate_kbit_random_tensor(size, generator=generator, device=device)
-    if comm.get_rank() == 0:
-        rA = TTPClient.get().ttp_request("edabits", device, size)
-    else:
-        rA = generate_random_ring_element(size, generator=generator, device=device)
+    rA, rB = _dealt("edabits", (size,), size, None, size, False, device)
     return ArithmeticSharedTensor.from_shares(rA, precision=0), BinarySharedTensor.from_shares(rB)
 
 
@@ -351,6 +392,80 @@ def _dealer_edabits(self, size):  # noqa: ANN001 - a TTPServer method
     """Party 0's additive share of ``r``, the XOR of every party's bitwise share."""
     r = self._get_binary_PRSS(size)
     return r - self._get_additive_PRSS(size, remove_rank=True)
+
+
+def _ttp_bitprods_rng(size, device=None):  # noqa: ANN001
+    """Random bits ``r`` (``..., D``) shared bitwise, with arithmetic shares of the products of
+    every subset of each group's bits (``..., 2^D``; :mod:`mpc.bitprods`). As ``B2A_rng``:
+    every party draws its XOR shares from its dealer-keyed stream, parties 1.. their additive
+    shares too, and party 0's additive shares come from the dealer (:func:`_dealer_bitprods`)."""
+    from crypten.mpc.primitives import ArithmeticSharedTensor, BinarySharedTensor
+
+    from mpc.bitprods import check_width
+
+    check_width(size)
+    out = torch.Size(tuple(size)[:-1] + (1 << int(size[-1]),))
+    R, rB = _dealt("bitprods", (size,), size, 1, out, False, device)
+    return ArithmeticSharedTensor.from_shares(R, precision=0), BinarySharedTensor.from_shares(rB)
+
+
+def _dealer_bitprods(self, size):  # noqa: ANN001 - a TTPServer method
+    """Party 0's additive shares of every subset product of the XOR of the parties' bits."""
+    from mpc.bitprods import check_width, subset_expand
+
+    check_width(size)
+    r = self._get_binary_PRSS(size, bitlength=1)
+    R = subset_expand(torch.ones_like(r), r)
+    return R - self._get_additive_PRSS(R.size(), remove_rank=True)
+
+
+def _tfp_bitprods_rng(self, size, device=None):  # noqa: ANN001 - a TrustedFirstParty method
+    """The insecure TFP dealer's bit-product tuples: party 0 knows ``r`` (as all its material)."""
+    from crypten.common.rng import generate_kbit_random_tensor
+    from crypten.mpc.primitives import ArithmeticSharedTensor, BinarySharedTensor
+
+    from mpc.bitprods import check_width, subset_expand
+
+    check_width(size)
+    r = generate_kbit_random_tensor(size, bitlength=1, device=device)
+    R = subset_expand(torch.ones_like(r), r)
+    return ArithmeticSharedTensor(R, precision=0, src=0), BinarySharedTensor(r, src=0)
+
+
+def _ttp_bitand_rng(size, V, subsets, device=None):  # noqa: ANN001
+    """Binary bit-product tuples (:func:`mpc.bitprods.monomials`): ``V`` random mask words per
+    element, XOR-shared, and XOR shares of the AND of every listed subset of them. Every party
+    draws its mask shares, parties 1.. their product shares too, from their dealer-keyed
+    streams; party 0's product shares come from the dealer (:func:`_dealer_bitand`)."""
+    from crypten.mpc.primitives import BinarySharedTensor
+
+    size, V, subsets = torch.Size(size), int(V), tuple(int(t) for t in subsets)
+    output_shape(request_of("bitand", size, V, subsets))  # refuses malformed subsets
+    R, rB = _dealt("bitand", (size, V, subsets), size + (V,), None, size + (len(subsets),), True, device)
+    return BinarySharedTensor.from_shares(R), BinarySharedTensor.from_shares(rB)
+
+
+def _dealer_bitand(self, size, V, subsets):  # noqa: ANN001 - a TTPServer method
+    """Party 0's XOR shares of the subset ANDs of the XOR of the parties' mask words."""
+    from mpc.bitprods import and_words
+
+    size, V, subsets = torch.Size(size), int(V), tuple(int(t) for t in subsets)
+    output_shape(request_of("bitand", size, V, subsets))
+    r = self._get_binary_PRSS(size + (V,))
+    R = and_words(r, subsets)
+    return R ^ self._get_binary_PRSS(R.size(), remove_rank=True)
+
+
+def _tfp_bitand_rng(self, size, V, subsets, device=None):  # noqa: ANN001 - a TrustedFirstParty method
+    """The insecure TFP dealer's binary bit-product tuples: party 0 knows the masks."""
+    from crypten.common.rng import generate_kbit_random_tensor
+    from crypten.mpc.primitives import BinarySharedTensor
+
+    from mpc.bitprods import and_words
+
+    r = generate_kbit_random_tensor(torch.Size(size) + (int(V),), device=device)
+    R = and_words(r, tuple(int(t) for t in subsets))
+    return BinarySharedTensor(R, src=0), BinarySharedTensor(r, src=0)
 
 
 def _tfp_edabits_rng(self, size, device=None):  # noqa: ANN001 - a TrustedFirstParty method
@@ -385,6 +500,8 @@ def _dealer_batch(self, requests):  # noqa: ANN001 - a TTPServer method
             share = self.additive(torch.Size(size0), torch.Size(size1), op, *extra, **dict(kw))
         elif kind == "binary":
             share = self.binary(torch.Size(r[1]), torch.Size(r[2]))
+        elif kind == "bitand":
+            share = self.bitand(torch.Size(r[1]), r[2], r[3])
         else:
             share = getattr(self, kind)(torch.Size(r[1]))
         out.append(share.reshape(-1))
@@ -593,33 +710,44 @@ def _make_plan(block: str, fn, comm, rank: int, charge) -> list[tuple[str, tuple
 
 
 def _fetch(tagged: list[tuple[str, tuple]], charge) -> list[torch.Tensor]:  # noqa: ANN001
-    """Party 0: the dealer's shares for the plan, one batch request per phase (split when a
-    phase needs more than :data:`MAX_BATCH_WORDS`)."""
+    """Party 0: the dealer's shares for the whole plan in one batch request (split only when
+    it needs more than :data:`MAX_BATCH_WORDS`). Each round trip's rounds and bytes are charged
+    to the phase of its first request (where the block starts); its seconds are shared out
+    among the phases it serves in proportion to their words (the dealer's work is about
+    linear in them)."""
     from crypten.mpc.provider.ttp_provider import TTPClient
 
     client = TTPClient.get()
     shapes = [output_shape(r) for _, r in tagged]
-    batches: list[tuple[str, int, int]] = []  # phase, start, end
-    start = 0
-    for i in range(1, len(tagged) + 1):
-        words = sum(math.prod(s) for s in shapes[start:i])
-        if i == len(tagged) or tagged[i][0] != tagged[start][0] or words + math.prod(shapes[i]) > MAX_BATCH_WORDS:
-            batches.append((tagged[start][0], start, i))
-            start = i
+    words = [math.prod(s) for s in shapes]
+    batches: list[tuple[int, int]] = []  # start, end
+    start, total = 0, 0
+    for i in range(len(tagged)):
+        if i > start and total + words[i] > MAX_BATCH_WORDS:
+            batches.append((start, i))
+            start, total = i, 0
+        total += words[i]
+    if tagged:
+        batches.append((start, len(tagged)))
     store: list[torch.Tensor] = []
-    for phase, lo, hi in batches:
+    for lo, hi in batches:
         r0, b0, t0 = *_counters(), time.perf_counter()
         flat = client.ttp_request("batch", None, [r for _, r in tagged[lo:hi]])
-        need = sum(math.prod(s) for s in shapes[lo:hi])
+        need = sum(words[lo:hi])
         if flat.numel() != need:
             raise PlanMismatch(f"the dealer returned {flat.numel()} words for a batch that needs {need}")
         at = 0
-        for s in shapes[lo:hi]:
-            n = math.prod(s)
+        for s, n in zip(shapes[lo:hi], words[lo:hi]):
             store.append(flat[at : at + n].view(s))
             at += n
         r1, b1 = _counters()
-        charge(phase, time.perf_counter() - t0, r1 - r0, b1 - b0)
+        seconds = time.perf_counter() - t0
+        by_phase: dict[str, int] = {}
+        for (phase, _), n in zip(tagged[lo:hi], words[lo:hi]):
+            by_phase[phase] = by_phase.get(phase, 0) + n
+        charge(tagged[lo][0], 0.0, r1 - r0, b1 - b0)
+        for phase, n in by_phase.items():
+            charge(phase, seconds * n / max(1, need))
     return store
 
 

@@ -3,7 +3,7 @@
 Conventions: "int" tensors are MPCTensors with encoder scale 1 (CrypTen ``precision=0``);
 products of two of them, or of an int tensor with a fixed-point one, need no truncation,
 so every multiplication here costs exactly one Beaver round (plus party 0's request to the
-TTP dealer). Comparisons are :mod:`mpc.comparison`'s (8 rounds for any number of parties),
+TTP dealer). Comparisons are :mod:`mpc.comparison`'s (5 rounds for any number of parties),
 always *batched*: MPC cost on loopback is latency (rounds), not FLOPs.
 """
 
@@ -102,6 +102,31 @@ def matmul_public_int(x, t: torch.Tensor):
     return y
 
 
+class Beaver:
+    """One Beaver product of int (scale 1) tensors whose masked operands the caller opens,
+    together with other values, in one round: ``masked`` to open, then :meth:`finish`.
+
+    Requests its triple from the dealer when made, as CrypTen's ``mul``/``matmul`` would."""
+
+    def __init__(self, x, y, op: str = "mul") -> None:
+        for t in (x, y):
+            if t.encoder.scale != 1:
+                raise ValueError("Beaver here multiplies int tensors (encoder scale 1)")
+        self.op = op
+        self.a, self.b, self.c = _crypten().mpc.get_default_provider().generate_additive_triple(x.size(), y.size(), op)
+        self.masked = [x.share - self.a.share, y.share - self.b.share]
+
+    def finish(self, eps: torch.Tensor, delta: torch.Tensor):
+        """The product's int shares from the opened ``x - a`` and ``y - b``."""
+        from mpc.bitprods import int_tensor
+
+        f = getattr(torch, self.op)
+        z = self.c.share + f(eps, self.b.share) + f(self.a.share, delta)
+        if _rank() == 0:
+            z = z + f(eps, delta)
+        return int_tensor(z)
+
+
 def truncate(x, divisor: int):
     """Divide raw ring values by a public integer (CrypTen's truncation protocol: one round
     for 3+ parties, local for 2). Error at most one unit, except with probability about
@@ -165,28 +190,46 @@ def prod_tree(x, dim: int):
     return x
 
 
-def onehot_from_pairs(w, n_rows: int, ks: list[int], J: torch.Tensor, L: torch.Tensor):
-    """One-hot winners from pairwise "J beats L" bits ``w`` (``n_rows x P``, 0/1 int).
+def slot_map(ks: list[int], J: torch.Tensor, L: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where each column's "beats every other column of its group" slots come from.
 
-    Column j of a group is hot iff it beats every other column of its group: slot values are
-    ``w`` (j = J), ``1 - w`` (j = L) or the public 1 (padding), assembled by one public linear
-    map, then ANDed with :func:`prod_tree` (``ceil(log2(max k - 1))`` rounds).
+    Column j of a group has ``max k - 1`` slots; slot s holds pair ``pair[j, s]``'s bit ``w``
+    (j = J), its complement (j = L: ``flip`` 1), or the public 1 for padding (``pair`` -1,
+    ``flip`` 1). Returns ``(pair, flip)``, both ``K x (max k - 1)`` int64.
     """
     K = sum(ks)
     D = max(1, max(ks) - 1)
-    lin = torch.zeros(len(J), K * D, dtype=torch.long)
-    const = torch.ones(K * D, dtype=torch.long)
+    pair = torch.full((K, D), -1, dtype=torch.long)
+    flip = torch.ones(K, D, dtype=torch.long)
     slot = [0] * K
     for p in range(len(J)):
         j, l = int(J[p]), int(L[p])
-        lin[p, j * D + slot[j]] = 1
-        const[j * D + slot[j]] = 0
+        pair[j, slot[j]], flip[j, slot[j]] = p, 0
         slot[j] += 1
-        lin[p, l * D + slot[l]] = -1  # 1 - w
+        pair[l, slot[l]] = p
         slot[l] += 1
+    return pair, flip
+
+
+def onehot_from_pairs(w, n_rows: int, ks: list[int], J: torch.Tensor, L: torch.Tensor):
+    """One-hot winners from pairwise "J beats L" bits ``w`` (``n_rows x P``, 0/1 int).
+
+    Column j of a group is hot iff it beats every other column of its group: slot values
+    (:func:`slot_map`) are assembled by one public linear map, then ANDed with
+    :func:`prod_tree` (``ceil(log2(max k - 1))`` rounds). :func:`mpc.comparison.onehot_wins`
+    does the same in one round with the dealer's bit-product tuples.
+    """
     if len(J) == 0:
         ct = _crypten()
-        return ct.cryptensor(torch.ones(n_rows, K, dtype=torch.long), src=0, precision=0)
+        return ct.cryptensor(torch.ones(n_rows, sum(ks), dtype=torch.long), src=0, precision=0)
+    pair, flip = slot_map(ks, J, L)
+    K, D = pair.shape
+    lin = torch.zeros(len(J), K * D, dtype=torch.long)
+    flat = pair.reshape(-1)
+    used = flat >= 0
+    sign = 1 - 2 * flip.reshape(-1)  # w or 1 - w
+    lin[flat[used], torch.arange(K * D)[used]] = sign[used]
+    const = flip.reshape(-1)  # 1 - w and padding carry the public 1
     B = matmul_public_int(as_int(w), lin)
     if _rank() == 0:
         B.share = B.share + const.unsqueeze(0)

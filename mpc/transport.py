@@ -52,7 +52,8 @@ def using(flag: bool) -> Iterator[None]:
 
 
 def _exchange(comm, tensors: list[torch.Tensor], op) -> list[torch.Tensor]:  # noqa: ANN001
-    """Every party's tensors summed (or XORed) at every party, in one hop."""
+    """Every party's tensors summed (or XORed) at every party, in one hop. ``op``: one reduce
+    op for all tensors, or a list of them, one per tensor."""
     import torch.distributed as dist
 
     rank, size, group = comm.get_rank(), comm.get_world_size(), comm.main_group
@@ -70,9 +71,10 @@ def _exchange(comm, tensors: list[torch.Tensor], op) -> list[torch.Tensor]:  # n
         bufs.append(got)
     for r in reqs:
         r.wait()
-    xor = op == dist.ReduceOp.BXOR
+    ops = list(op) if isinstance(op, (list, tuple)) else [op] * len(tensors)
     out = []
-    for t, got in zip(tensors, bufs):
+    for t, got, o in zip(tensors, bufs, ops):
+        xor = o == dist.ReduceOp.BXOR
         total = t.clone()
         for b in got:
             if xor:
@@ -80,6 +82,45 @@ def _exchange(comm, tensors: list[torch.Tensor], op) -> list[torch.Tensor]:  # n
             else:
                 total += b
         out.append(total)
+    return out
+
+
+def open_all(items: list[tuple[torch.Tensor, str]]) -> list[torch.Tensor]:
+    """Open several shared values at once, each summed (``"sum"``) or XORed (``"xor"``): one
+    round when the direct exchange carries them (both kinds in the same hop), otherwise one
+    CrypTen all-reduce per kind. Lets a protocol step open independent values together."""
+    import torch.distributed as dist
+    from crypten.communicator.distributed_communicator import DistributedCommunicator
+
+    from mpc.compat import import_crypten
+
+    comm = import_crypten().communicator.get()
+    kinds = {"sum": dist.ReduceOp.SUM, "xor": dist.ReduceOp.BXOR}
+    bad = [k for _, k in items if k not in kinds]
+    if bad:
+        raise ValueError(f"open_all: unknown kind(s) {bad}; use 'sum' or 'xor'")
+    tensors = [t for t, _ in items]
+    ops = [kinds[k] for _, k in items]
+    words = sum(t.numel() for t in tensors)
+    if (
+        _DIRECT
+        and len(set(ops)) > 1
+        and isinstance(comm, DistributedCommunicator)
+        and words <= DIRECT_MAX_WORDS
+        and all(not t.is_cuda and t.dtype == torch.long for t in tensors)
+    ):
+        if import_crypten().cfg.communicator.verbose:
+            comm._log_communication((comm.get_world_size() - 1) * words)
+        tic = timeit.default_timer()
+        out = _exchange(comm, tensors, ops)
+        comm._log_communication_time(timeit.default_timer() - tic)
+        return out
+    out: list[torch.Tensor | None] = [None] * len(items)
+    for op in dict.fromkeys(ops):  # one all-reduce per kind, in first-use order
+        idx = [i for i, o in enumerate(ops) if o == op]
+        got = comm.all_reduce([tensors[i] for i in idx], op=op, batched=True)
+        for i, g in zip(idx, got):
+            out[i] = g
     return out
 
 

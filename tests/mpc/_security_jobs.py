@@ -187,13 +187,14 @@ def leak(variant: str, rank: int, X_own: torch.Tensor):
     elif variant == "unmasked_comparison":
         from mpc import comparison
 
-        def unmasked(x):  # comparisons open x itself: r = 0 instead of the dealer's edaBit
+        def unmasked(x, also_open=()):  # comparisons open x itself: r = 0 instead of the dealer's edaBit
             from crypten.mpc.primitives import BinarySharedTensor
 
             from mpc.compat import import_crypten
 
-            c = import_crypten().communicator.get().all_reduce(x.share.clone())
-            return c, BinarySharedTensor.from_shares(torch.zeros_like(x.share))
+            opened = import_crypten().communicator.get().all_reduce([x.share.clone(), *also_open], batched=True)
+            rB = BinarySharedTensor.from_shares(torch.zeros_like(x.share))
+            return (opened[0], rB, opened[1:]) if also_open else (opened[0], rB)
 
         patch(comparison, "_open_masked", unmasked)
     elif variant != "real":

@@ -48,8 +48,8 @@ def test_secpc_round_same_results_and_no_online_request_at_party_0(n_parties):
         assert len({a for a, _ in pairs}) == len({b for _, b in pairs}) == len(pairs)
     p0 = out[0][NEW]
     assert p0["online"] == 0 and out[0][CACHED]["online"] == 0, "party 0 asked the dealer online"
-    assert p0["batch"] >= 3  # check, cluster, aggregate (one batch per phase with requests)
-    assert out[0][OLD]["online"] > 100  # CrypTen's path: one request per triple/bit/wrap
+    assert p0["batch"] == 3  # check, cluster, aggregate: one batch per planned block
+    assert out[0][OLD]["online"] > 50  # CrypTen's path: one request per triple/bit/wrap
     online = [o[NEW]["stats"]["total"]["rounds"] - o[NEW]["stats"]["total"]["offline_rounds"] for o in out]
     assert len(set(online)) == 1, f"online rounds differ between parties: {online}"
     assert online[0] == out[1][OLD]["stats"]["total"]["rounds"]  # the others' count is unchanged
@@ -59,8 +59,10 @@ def test_secpc_round_same_results_and_no_online_request_at_party_0(n_parties):
     total = p0["stats"]["total"]
     assert total["offline_seconds"] > 0 and total["online_seconds"] > 0
     assert abs(total["online_seconds"] + total["offline_seconds"] - total["seconds"]) < 1e-9
+    # one dealer round trip per block (charged where the block starts); its seconds per phase served
+    assert total["offline_rounds"] >= 3 * p0["batch"]
     for phase in ("check", "lloyd", "criterion", "aggregate"):
-        assert p0["stats"][phase]["offline_rounds"] >= 1
+        assert p0["stats"][phase]["offline_seconds"] > 0
 
 
 def test_data_oblivious_block_equals_online_path():

@@ -1,0 +1,164 @@
+"""The AND of a few secret bits, as an arithmetic share, in one online round.
+
+A one-hot winner (every pairwise comparison of a row's centre won), an empty cluster (every
+bit of the masked count agrees) and the like are ANDs of ``D`` secret bits. A Beaver tree
+needs ``ceil(log2 D)`` rounds for it and a B2A conversion one more. Here the dealer supplies,
+per group of ``D`` bits, ``D`` random bits ``r_s`` shared bitwise *and* arithmetic shares of
+the products of every subset of them, ``R_T = prod_{s in T} r_s`` (``2^D`` values, ``R_{} =
+1``): a "bit-product tuple", the multi-input generalisation of CrypTen's B2A bits (``D = 1``)
+and of the multiplication tuples of Damgard et al. (TCC 2006) for unbounded fan-in AND.
+Then:
+
+1. open ``c_s = b_s ^ r_s`` (one round; ``r_s`` is a fresh uniform bit, so ``c_s`` is too);
+2. ``b_s = c_s + (1 - 2 c_s) r_s`` on the ring, so
+   ``prod_s b_s = sum_T (prod_{s not in T} c_s) (prod_{s in T} (1 - 2 c_s)) R_T``:
+   public coefficients times the dealer's shares, a local linear map.
+
+Cost: one round and ``2^D`` dealer words per group (``D`` is at most :data:`MAX_WIDTH`). What
+anyone learns: the parties see uniform bits ``c``; the dealer sees the request's shape, as
+for every other request (:mod:`mpc.preprocessing` makes the material offline, in the same
+batches as the rest of a block).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from mpc import transport
+from mpc.compat import import_crypten
+
+#: Most bits one group may AND together (``2^MAX_WIDTH`` dealer words per group).
+MAX_WIDTH = 10
+
+
+def subset_expand(excluded: torch.Tensor, included: torch.Tensor) -> torch.Tensor:
+    """``out[..., t] = prod_s (included_s if bit s of t is set else excluded_s)``: ``(..., D)``
+    to ``(..., 2^D)``. With ``excluded = 1`` and ``included = r`` these are the subset products
+    ``R_T`` the dealer makes; with ``(c, 1 - 2c)`` the coefficients the parties apply to them."""
+    if excluded.shape != included.shape:
+        raise ValueError("subset_expand needs factors of one shape")
+    out = torch.ones(*excluded.shape[:-1], 1, dtype=excluded.dtype, device=excluded.device)
+    for s in range(excluded.shape[-1]):
+        out = torch.cat([out * excluded[..., s : s + 1], out * included[..., s : s + 1]], dim=-1)
+    return out
+
+
+def check_width(size) -> None:  # noqa: ANN001
+    """Refuse groups wider than :data:`MAX_WIDTH` (the dealer's material grows as ``2^D``)."""
+    if len(size) == 0 or not 1 <= int(size[-1]) <= MAX_WIDTH:
+        raise ValueError(f"a bit-product group has 1 to {MAX_WIDTH} bits in its last dimension, got shape {list(size)}")
+
+
+def int_tensor(share: torch.Tensor):
+    """Arithmetic shares of integers as an MPCTensor with encoder scale 1."""
+    ct = import_crypten()
+    from crypten.encoder import FixedPointEncoder
+
+    out = ct.mpc.MPCTensor.from_shares(share, precision=0)
+    out.encoder = FixedPointEncoder(precision_bits=0)
+    return out
+
+
+def and_all(bits: torch.Tensor, also_open: list[torch.Tensor] = ()) -> tuple[object, list[torch.Tensor]]:
+    """``prod_s b_s`` over the last dimension, as int arithmetic shares, in one round.
+
+    ``bits``: this party's XOR shares (``..., D``) of bits held in bit 0 (higher bits are
+    cleared before anything is sent). Wider than :data:`MAX_WIDTH`, the bits are cut into
+    ``ceil(D / MAX_WIDTH)`` groups (padded with the public 1) whose products a Beaver tree
+    multiplies: ``ceil(log2 groups)`` more rounds. ``also_open``: arithmetic shares of other
+    values to open in the first round (their sums are returned, in order), so a caller can fold
+    independent work into it.
+    """
+    ct = import_crypten()
+    comm = ct.communicator.get()
+    D = int(bits.shape[-1])
+    if D < 1:
+        raise ValueError("and_all needs at least one bit")
+    groups = math.ceil(D / MAX_WIDTH)
+    width = math.ceil(D / groups)
+    bits = bits & 1
+    pad = groups * width - D
+    if pad:  # the public 1: party 0's share 1, the others' 0
+        ones = torch.full((*bits.shape[:-1], pad), int(comm.get_rank() == 0), dtype=torch.long)
+        bits = torch.cat([bits, ones], dim=-1)
+    bits = bits.reshape(*bits.shape[:-1], groups, width)
+    R, rB = ct.mpc.get_default_provider().bitprods_rng(bits.size())
+    opened = transport.open_all([(bits ^ rB.share, "xor")] + [(t, "sum") for t in also_open])
+    c = opened[0] & 1
+    coef = subset_expand(c, 1 - 2 * c)
+    out = int_tensor((coef * R.share).sum(-1))
+    if groups > 1:
+        from mpc.secure_ops import prod_tree
+
+        out = prod_tree(out, -1)
+    else:
+        out = out.squeeze(-1)
+    return out, opened[1:]
+
+
+def subsets_of(monomials: list[tuple[int, ...]]) -> tuple[int, ...]:
+    """Every non-empty subset (as a bitmask over the variables) of every monomial, sorted."""
+    out: set[int] = set()
+    for mono in monomials:
+        full = 0
+        for v in mono:
+            full |= 1 << v
+        sub = full
+        while sub:  # all non-empty submasks of full
+            out.add(sub)
+            sub = (sub - 1) & full
+    return tuple(sorted(out))
+
+
+def and_words(r: torch.Tensor, subsets: tuple[int, ...]) -> torch.Tensor:
+    """``R_T = AND_{v in T} r_v`` for each bitmask T: ``(..., V)`` words to ``(..., len(subsets))``
+    (the dealer's binary bit-product words; every bit position is its own tuple)."""
+    cols = []
+    for T in subsets:
+        acc = None
+        for v in range(r.shape[-1]):
+            if T >> v & 1:
+                acc = r[..., v] if acc is None else acc & r[..., v]
+        cols.append(acc)
+    return torch.stack(cols, dim=-1)
+
+
+def monomials(words: list[torch.Tensor], monos: list[tuple[int, ...]]) -> list[torch.Tensor]:
+    """XOR shares of ``AND_{v in S} words[v]`` for every monomial ``S`` in ``monos``, bitwise on
+    64-bit words, in one round: a binary bit-product tuple per element (the dealer's ``bitand``
+    request: masks ``r_v`` and every subset product the monomials need). After opening
+    ``c_v = w_v ^ r_v``: ``AND_{v in S} w_v = XOR_{T subset of S} (AND_{v in S - T} c_v) & R_T``
+    (``R_{}`` the public all-ones word, held by party 0)."""
+    ct = import_crypten()
+    rank = ct.communicator.get().get_rank()
+    size = words[0].shape
+    V = len(words)
+    subsets = subsets_of(monos)
+    col = {T: i for i, T in enumerate(subsets)}
+    R, rB = ct.mpc.get_default_provider().bitand_rng(size, V, subsets)
+    (c,) = transport.open_all([(torch.stack(words, -1) ^ rB.share, "xor")])
+    out = []
+    for mono in monos:
+        full = 0
+        for v in mono:
+            full |= 1 << v
+        acc = None
+        sub = full
+        while True:
+            rest = full & ~sub  # the opened factors of this term
+            coef = None
+            for v in range(V):
+                if rest >> v & 1:
+                    coef = c[..., v] if coef is None else coef & c[..., v]
+            if sub:
+                term = R.share[..., col[sub]] if coef is None else coef & R.share[..., col[sub]]
+            else:  # R_{} = the public all-ones word: party 0's share
+                term = coef if rank == 0 else torch.zeros_like(coef)
+            acc = term if acc is None else acc ^ term
+            if sub == 0:
+                break
+            sub = (sub - 1) & full
+        out.append(acc)
+    return out
