@@ -7,8 +7,9 @@ the module that holds what they need; there is no facade to keep in step with th
   contract, the placement of rows on parties, the minimum rows, :class:`~mpc.layout.SecPCConfig`;
 * :mod:`mpc.runtime`: the party world (MPI or spawned parties), :mod:`mpc.dealer` its dealers;
 * :mod:`mpc.secpc`: one SecPC round in the peer topology; :mod:`mpc.servers` the server-aided one;
-* :mod:`mpc.clustering`, :mod:`mpc.aggregation`, :mod:`mpc.comparison`, :mod:`mpc.secure_ops`:
-  the protocol's pieces; :mod:`mpc.reference` its plaintext oracle;
+* :mod:`mpc.clustering`, :mod:`mpc.aggregation`, :mod:`mpc.comparison`, :mod:`mpc.bitprods`,
+  :mod:`mpc.secure_ops`: the protocol's pieces; :mod:`mpc.preprocessing` the dealer's offline
+  phase; :mod:`mpc.reference` the plaintext oracle;
 * :mod:`mpc.wire` (pickle-free MPI messages), :mod:`mpc.transcript` (transcript recording),
   :mod:`mpc.stats` (rounds, bytes and seconds per phase).
 
