@@ -71,31 +71,43 @@ def and_all(bits: torch.Tensor, also_open: list[torch.Tensor] = ()) -> tuple[obj
     values to open in the first round (their sums are returned, in order), so a caller can fold
     independent work into it.
     """
-    ct = import_crypten()
-    comm = ct.communicator.get()
-    D = int(bits.shape[-1])
-    if D < 1:
-        raise ValueError("and_all needs at least one bit")
-    groups = math.ceil(D / MAX_WIDTH)
-    width = math.ceil(D / groups)
-    bits = bits & 1
-    pad = groups * width - D
-    if pad:  # the public 1: party 0's share 1, the others' 0
-        ones = torch.full((*bits.shape[:-1], pad), int(comm.get_rank() == 0), dtype=torch.long)
-        bits = torch.cat([bits, ones], dim=-1)
-    bits = bits.reshape(*bits.shape[:-1], groups, width)
-    R, rB = ct.mpc.get_default_provider().bitprods_rng(bits.size())
-    opened = transport.open_all([(bits ^ rB.share, "xor")] + [(t, "sum") for t in also_open])
-    c = opened[0] & 1
-    coef = subset_expand(c, 1 - 2 * c)
-    out = int_tensor((coef * R.share).sum(-1))
-    if groups > 1:
-        from mpc.secure_ops import prod_tree
+    (out,), opened = and_all_many([bits], also_open)
+    return out, opened
 
-        out = prod_tree(out, -1)
-    else:
-        out = out.squeeze(-1)
-    return out, opened[1:]
+
+def and_all_many(bit_sets: list[torch.Tensor], also_open: list[torch.Tensor] = ()) -> tuple[list, list[torch.Tensor]]:
+    """:func:`and_all` for several tensors of different widths, all opened in the same round."""
+    ct = import_crypten()
+    rank = ct.communicator.get().get_rank()
+    provider = ct.mpc.get_default_provider()
+    prepared = []
+    for bits in bit_sets:
+        D = int(bits.shape[-1])
+        if D < 1:
+            raise ValueError("and_all needs at least one bit")
+        groups = math.ceil(D / MAX_WIDTH)
+        width = math.ceil(D / groups)
+        bits = bits & 1
+        pad = groups * width - D
+        if pad:  # the public 1: party 0's share 1, the others' 0
+            ones = torch.full((*bits.shape[:-1], pad), int(rank == 0), dtype=torch.long)
+            bits = torch.cat([bits, ones], dim=-1)
+        bits = bits.reshape(*bits.shape[:-1], groups, width)
+        R, rB = provider.bitprods_rng(bits.size())
+        prepared.append((bits ^ rB.share, R, groups))
+    opened = transport.open_all([(m, "xor") for m, _, _ in prepared] + [(t, "sum") for t in also_open])
+    outs = []
+    for (_, R, groups), c in zip(prepared, opened):
+        c = c & 1
+        out = int_tensor((subset_expand(c, 1 - 2 * c) * R.share).sum(-1))
+        if groups > 1:
+            from mpc.secure_ops import prod_tree
+
+            out = prod_tree(out, -1)
+        else:
+            out = out.squeeze(-1)
+        outs.append(out)
+    return outs, opened[len(prepared) :]
 
 
 def subsets_of(monomials: list[tuple[int, ...]]) -> tuple[int, ...]:

@@ -10,7 +10,7 @@ encryption:
   :mod:`mpc.comparison`; any number of parties). The assignment: 1 mul (cross-multiplied pair
   operands ``e_J n_L^2``, ``e_L n_J^2`` with ``e = ||S||^2 - 2 n X.S``, whose parts come with
   the centres) + 4 for the batched comparison of all pairs of all candidates + 1 for the
-  one-hot (the comparison bits of each centre's ``k_max - 1`` pairs ANDed at once,
+  one-hot (the comparison bits of each centre's ``k - 1`` pairs ANDed at once,
   :func:`mpc.comparison.onehot_wins`). The update (:func:`_update`): 1 (``A^T [X | 1]`` = sums
   and counts, with the counts' masked opening) + 1 (the empty-cluster flag ``z_j = [n_j == 0]``
   as one AND over the count's bits, with the products ``n_j S_j``, ``n_j^2``, ``||S_j||^2``)

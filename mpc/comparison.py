@@ -192,11 +192,13 @@ def onehot_wins(d, n_rows: int, ks: list[int], J: torch.Tensor, L: torch.Tensor)
     """One-hot winners per candidate group from pairwise differences ``d`` (``n_rows x P``):
     column ``J[p]`` beats ``L[p]`` iff ``d[:, p] <= 0`` (ties to the lower index).
 
-    edaBits: the comparison's bits go straight into one :func:`mpc.bitprods.and_all` over each
-    column's ``max k - 1`` slots: 7 + 1 rounds for comparison and one-hot together. CrypTen: its
-    comparison, then a product tree (:func:`mpc.secure_ops.onehot_from_pairs`).
+    edaBits: the comparison's bits go straight into one AND over each column's ``k - 1`` pairs
+    (:func:`mpc.bitprods.and_all_many`, one width per group size, all in one round): 4 + 1
+    rounds for comparison and one-hot together. CrypTen: its comparison, then a product tree
+    (:func:`mpc.secure_ops.onehot_from_pairs`).
     """
     from mpc import bitprods
+    from mpc import layout as lay
     from mpc import secure_ops as so
 
     ct = import_crypten()
@@ -204,13 +206,27 @@ def onehot_wins(d, n_rows: int, ks: list[int], J: torch.Tensor, L: torch.Tensor)
         w = so.ltz(so.add_raw(d, -1)) if len(J) else None
         return so.onehot_from_pairs(w, n_rows, ks, J, L)
     w = ltz_bits(so.add_raw(d, -1))  # [d <= 0]
-    pair, flip = so.slot_map(ks, J, L)  # K x D: source pair (-1: padding) and public XOR
+    pair, flip = so.slot_map(ks, J, L)  # K x (max k - 1): source pair (-1: padding) and public XOR
     rank = ct.communicator.get().get_rank()
-    slots = w[:, pair.clamp(min=0)] * (pair >= 0)
-    if rank == 0:
-        slots = slots ^ flip
-    A, _ = bitprods.and_all(slots)
-    return A
+    # a centre of a group of size k has k - 1 real slots (the rest would be the public 1): AND
+    # only those, one width per k, so the dealer's tuples are 2^(k-1) words, not 2^(max k - 1)
+    cols_by_k: dict[int, list[int]] = {}
+    for off, k in lay.group_layout(ks):
+        cols_by_k.setdefault(k, []).extend(range(off, off + k))
+    share = torch.zeros(n_rows, sum(ks), dtype=torch.long)
+    sets, where = [], []
+    for k, cols in cols_by_k.items():
+        cols = torch.tensor(cols)
+        if k == 1:  # a lone centre always wins: the public 1
+            share[:, cols] = int(rank == 0)
+            continue
+        slots = w[:, pair[cols, : k - 1]]  # n_rows x len(cols) x (k - 1)
+        sets.append(slots ^ flip[cols, : k - 1] if rank == 0 else slots)
+        where.append(cols)
+    outs, _ = bitprods.and_all_many(sets)
+    for cols, out in zip(where, outs):
+        share[:, cols] = out.share
+    return bitprods.int_tensor(share)
 
 
 def zero_bits(c: torch.Tensor, rB: torch.Tensor, bits: int) -> torch.Tensor:
