@@ -121,14 +121,14 @@ def _centre_products(SN):
     return _from_products(x * y, SN.shape[1] - 1)
 
 
-def _update(A, Xi, SN, Q):
+def _update(A, Xi, SN, Q, G):
     """New ``[S | n]`` = ``A^T [xq | 1]``, its ``Q`` and the next assignment's ``G``; a cluster
     that received no row keeps its old ``[S | n]`` and ``Q`` (``z_j = [n_j == 0]``; its new sums
     are all zero, so adding ``z_j`` times the old values is the whole selection), and so its
-    ``G`` column: ``G' = xq Q'_S^T = xq Q_new,S^T + z * (xq Q_old,S^T)``.
+    ``G`` column: ``G' = xq Q'_S^T = xq Q_new,S^T + z * G`` (``G = xq Q_old,S^T``, the one the
+    assignment used; exact integers, so carrying it loses nothing).
 
-    edaBits, 3 rounds: (1) the sums' and ``xq Q_old,S^T``'s Beaver operands open with the masked
-    counts; (2) one :func:`mpc.bitprods.and_all` over the count's ``ceil(log2(N + 1))`` bits,
+    edaBits, 3 rounds: (1) the sums' Beaver operands open with the masked counts; (2) one :func:`mpc.bitprods.and_all` over the count's ``ceil(log2(N + 1))`` bits,
     with the new centres' products opened in it; (3) the multiplications by ``z`` with
     ``xq Q_new,S^T``. CrypTen's path computes the same values one step after another.
     """
@@ -145,15 +145,14 @@ def _update(A, Xi, SN, Q):
         return SN, Q, _inner(Xi, Q)
     Xq = Xi[:, :m]
     sums = so.Beaver(A.t(), Xi, "matmul")  # [A^T xq | A^T 1]
-    g_old = so.Beaver(Xq, Q[:, :m].t(), "matmul")
-    c, rB, opened = comparison._open_masked(A.sum(0), also_open=sums.masked + g_old.masked)
-    SN_new, G_old = sums.finish(*opened[:2]), g_old.finish(*opened[2:])
+    c, rB, opened = comparison._open_masked(A.sum(0), also_open=sums.masked)
+    SN_new = sums.finish(*opened)
     prods = so.Beaver(*_product_operands(SN_new), "mul")
     bits = max(1, math.ceil(math.log2(N + 1)))
     z, opened = bitprods.and_all(comparison.zero_bits(c, rB.share, bits), also_open=prods.masked)
     Q_new = _from_products(prods.finish(*opened), m)
     keep = so.Beaver(z.unsqueeze(1), old, "mul")  # z_j * [S | n | Q]_old
-    keep_g = so.Beaver(z.unsqueeze(0), G_old, "mul")  # z_j * G_old[:, j]
+    keep_g = so.Beaver(z.unsqueeze(0), G, "mul")  # z_j * G_old[:, j]: G is xq Q_old,S^T
     g_new = so.Beaver(Xq, Q_new[:, :m].t(), "matmul")
     opened = transport.open_all([(t, "sum") for t in keep.masked + keep_g.masked + g_new.masked])
     out = ct.cat([SN_new, Q_new], 1) + keep.finish(*opened[:2])
@@ -220,7 +219,7 @@ def kmeans_on_shares(
     for _ in range(iters):
         with log.phase("lloyd"):
             A = _assign(G, Q, ks, J, L)
-            SN, Q, G = _update(A, Xi, SN, Q)
+            SN, Q, G = _update(A, Xi, SN, Q, G)
     with log.phase("assign_final"):
         A = _assign(G, Q, ks, J, L)
     return KMeansOutput(A=A, state=SecureState(SN, tuple(ks), bits), Xi=Xi, log=log)

@@ -9,10 +9,10 @@ compared element, a random ring element ``r`` shared *both* arithmetically and b
 1. open ``c = x + r`` (one round; ``r`` is uniform on the ring, so ``c`` is too, whatever x);
 2. ``x = c - r = c + ~r + 1`` on the ring, computed bitwise between the *public* ``c`` and the
    XOR-shared bits of ``r``: generate and propagate bits are local (public AND/XOR shared), the
-   carry-in 1 folds into bit 0, and a radix-4 Kogge-Stone prefix over bits 0..62 gives the
-   carry into bit 63 in ``log4 64 = 3`` levels. Each level combines four neighbouring groups,
-   ``G0 ^= P0 G1 ^ P0 P1 G2 ^ P0 P1 P2 G3`` and ``P0 = P0 P1 P2 P3`` (the terms are disjoint,
-   so OR is XOR): ANDs of up to four shared words, evaluated in one round from the dealer's
+   carry-in 1 folds into bit 0, and a radix-4 carry tree (pruned to its root: only the carry
+   into bit 63 is needed) gives it in ``log4 64 = 3`` levels. Each level merges four
+   neighbouring groups, least significant first, ``G = g3 ^ p3 g2 ^ p3 p2 g1 ^ p3 p2 p1 g0`` and
+   ``P = p3 p2 p1 p0`` (the terms are disjoint, so OR is XOR): ANDs of up to four shared words, evaluated in one round from the dealer's
    binary bit-product tuples (:func:`mpc.bitprods.monomials`; unbounded fan-in multiplication
    from correlated randomness is the idea of Damgard et al., TCC 2006);
 3. the sign bit ``msb(x) = c63 ^ ~r63 ^ carry63`` goes back to arithmetic with CrypTen's

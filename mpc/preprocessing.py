@@ -135,7 +135,7 @@ def output_shape(req: tuple) -> tuple[int, ...]:
         return _size(getattr(torch, op)(a, b, *extra, **dict(kw)).shape)
     if kind == "binary":
         return _broadcast(req[1], req[2])
-    if kind == "bitand":  # V mask words and one word per subset product
+    if kind == "bitand":  # one word per subset product (the V mask words come from the streams)
         _, size, V, subsets = req
         if not subsets or any(not 0 < t < (1 << V) for t in subsets):
             raise PlanMismatch(f"a bitand request with subsets {list(subsets)} of {V} variables")
@@ -463,6 +463,7 @@ def _tfp_bitand_rng(self, size, V, subsets, device=None):  # noqa: ANN001 - a Tr
 
     from mpc.bitprods import and_words
 
+    output_shape(request_of("bitand", size, V, subsets))  # refuses malformed subsets
     r = generate_kbit_random_tensor(torch.Size(size) + (int(V),), device=device)
     R = and_words(r, tuple(int(t) for t in subsets))
     return BinarySharedTensor(R, src=0), BinarySharedTensor(r, src=0)
