@@ -26,6 +26,7 @@ import math
 
 import torch
 
+from mpc import secure_ops as so
 from mpc import transport
 from mpc.compat import import_crypten
 
@@ -49,16 +50,6 @@ def check_width(size) -> None:  # noqa: ANN001
     """Refuse groups wider than :data:`MAX_WIDTH` (the dealer's material grows as ``2^D``)."""
     if len(size) == 0 or not 1 <= int(size[-1]) <= MAX_WIDTH:
         raise ValueError(f"a bit-product group has 1 to {MAX_WIDTH} bits in its last dimension, got shape {list(size)}")
-
-
-def int_tensor(share: torch.Tensor):
-    """Arithmetic shares of integers as an MPCTensor with encoder scale 1."""
-    ct = import_crypten()
-    from crypten.encoder import FixedPointEncoder
-
-    out = ct.mpc.MPCTensor.from_shares(share, precision=0)
-    out.encoder = FixedPointEncoder(precision_bits=0)
-    return out
 
 
 def and_all(bits: torch.Tensor, also_open: list[torch.Tensor] = ()) -> tuple[object, list[torch.Tensor]]:
@@ -99,42 +90,47 @@ def and_all_many(bit_sets: list[torch.Tensor], also_open: list[torch.Tensor] = (
     outs = []
     for (_, R, groups), c in zip(prepared, opened):
         c = c & 1
-        out = int_tensor((subset_expand(c, 1 - 2 * c) * R.share).sum(-1))
+        out = so.int_tensor((subset_expand(c, 1 - 2 * c) * R.share).sum(-1))
         if groups > 1:
-            from mpc.secure_ops import prod_tree
-
-            out = prod_tree(out, -1)
+            out = so.prod_tree(out, -1)
         else:
             out = out.squeeze(-1)
         outs.append(out)
     return outs, opened[len(prepared) :]
 
 
+def _bitmask(mono: tuple[int, ...]) -> int:
+    return sum(1 << v for v in set(mono))
+
+
+def _submasks(full: int):
+    """Every submask of ``full``, ``full`` itself first and 0 last."""
+    sub = full
+    while True:
+        yield sub
+        if sub == 0:
+            return
+        sub = (sub - 1) & full
+
+
+def _and_of(x: torch.Tensor, T: int) -> torch.Tensor | None:
+    """``AND_{v in T} x[..., v]`` (None for the empty set)."""
+    acc = None
+    for v in range(x.shape[-1]):
+        if T >> v & 1:
+            acc = x[..., v] if acc is None else acc & x[..., v]
+    return acc
+
+
 def subsets_of(monomials: list[tuple[int, ...]]) -> tuple[int, ...]:
     """Every non-empty subset (as a bitmask over the variables) of every monomial, sorted."""
-    out: set[int] = set()
-    for mono in monomials:
-        full = 0
-        for v in mono:
-            full |= 1 << v
-        sub = full
-        while sub:  # all non-empty submasks of full
-            out.add(sub)
-            sub = (sub - 1) & full
-    return tuple(sorted(out))
+    return tuple(sorted({sub for mono in monomials for sub in _submasks(_bitmask(mono)) if sub}))
 
 
 def and_words(r: torch.Tensor, subsets: tuple[int, ...]) -> torch.Tensor:
     """``R_T = AND_{v in T} r_v`` for each bitmask T: ``(..., V)`` words to ``(..., len(subsets))``
     (the dealer's binary bit-product words; every bit position is its own tuple)."""
-    cols = []
-    for T in subsets:
-        acc = None
-        for v in range(r.shape[-1]):
-            if T >> v & 1:
-                acc = r[..., v] if acc is None else acc & r[..., v]
-        cols.append(acc)
-    return torch.stack(cols, dim=-1)
+    return torch.stack([_and_of(r, T) for T in subsets], dim=-1)
 
 
 def monomials(words: list[torch.Tensor], monos: list[tuple[int, ...]]) -> list[torch.Tensor]:
@@ -145,32 +141,21 @@ def monomials(words: list[torch.Tensor], monos: list[tuple[int, ...]]) -> list[t
     (``R_{}`` the public all-ones word, held by party 0)."""
     ct = import_crypten()
     rank = ct.communicator.get().get_rank()
-    size = words[0].shape
-    V = len(words)
     subsets = subsets_of(monos)
     col = {T: i for i, T in enumerate(subsets)}
-    R, rB = ct.mpc.get_default_provider().bitand_rng(size, V, subsets)
+    R, rB = ct.mpc.get_default_provider().bitand_rng(words[0].shape, len(words), subsets)
     (c,) = transport.open_all([(torch.stack(words, -1) ^ rB.share, "xor")])
     out = []
     for mono in monos:
-        full = 0
-        for v in mono:
-            full |= 1 << v
+        full = _bitmask(mono)
         acc = None
-        sub = full
-        while True:
-            rest = full & ~sub  # the opened factors of this term
-            coef = None
-            for v in range(V):
-                if rest >> v & 1:
-                    coef = c[..., v] if coef is None else coef & c[..., v]
+        for sub in _submasks(full):
+            coef = _and_of(c, full & ~sub)  # the opened factors of this term
             if sub:
-                term = R.share[..., col[sub]] if coef is None else coef & R.share[..., col[sub]]
+                r_sub = R.share[..., col[sub]]
+                term = r_sub if coef is None else coef & r_sub
             else:  # R_{} = the public all-ones word: party 0's share
                 term = coef if rank == 0 else torch.zeros_like(coef)
             acc = term if acc is None else acc ^ term
-            if sub == 0:
-                break
-            sub = (sub - 1) & full
         out.append(acc)
     return out

@@ -145,7 +145,7 @@ def _update(A, Xi, SN, Q, G):
         return SN, Q, _inner(Xi, Q)
     Xq = Xi[:, :m]
     sums = so.Beaver(A.t(), Xi, "matmul")  # [A^T xq | A^T 1]
-    c, rB, opened = comparison._open_masked(A.sum(0), also_open=sums.masked)
+    c, rB, opened = comparison.open_masked(A.sum(0), also_open=sums.masked)
     SN_new = sums.finish(*opened)
     prods = so.Beaver(*_product_operands(SN_new), "mul")
     bits = max(1, math.ceil(math.log2(N + 1)))

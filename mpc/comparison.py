@@ -83,7 +83,7 @@ def _binary(share: torch.Tensor):
 
 def _as_int_mpc(arith):
     """An ``ArithmeticSharedTensor`` of 0/1 ints as an MPCTensor with encoder scale 1."""
-    from mpc.bitprods import int_tensor
+    from mpc.secure_ops import int_tensor
 
     return int_tensor(arith.share)
 
@@ -94,17 +94,15 @@ def uses_edabits() -> bool:
     return _METHOD == "edabits" and import_crypten().communicator.get().get_world_size() >= 2
 
 
-def _open_masked(x, also_open: list[torch.Tensor] = ()):
+def open_masked(x, also_open: list[torch.Tensor] = ()):
     """``c = x + r`` opened, with ``r``'s bitwise sharing (one round). ``also_open``: other
-    arithmetic shares opened in the same round; with them, returns ``(c, rB, their sums)``."""
+    arithmetic shares opened in the same round. Returns ``(c, rB, their sums)``."""
     from mpc import transport
 
     ct = import_crypten()
     rA, rB = ct.mpc.get_default_provider().edabits_rng(x.share.size())
     opened = transport.open_all([(x.share + rA.share, "sum")] + [(t, "sum") for t in also_open])
-    if also_open:
-        return opened[0], rB, opened[1:]
-    return opened[0], rB
+    return opened[0], rB, opened[1:]
 
 
 def _not_r_bits(rB, c: torch.Tensor):
@@ -118,8 +116,7 @@ def _not_r_bits(rB, c: torch.Tensor):
 
 def ltz(x):
     """Batched ``[x < 0]`` on raw ring values, as an int (scale 1) 0/1 MPCTensor."""
-    ct = import_crypten()
-    if _METHOD == "crypten" or ct.communicator.get().get_world_size() < 2:
+    if not uses_edabits():
         from mpc.secure_ops import as_int
 
         return as_int(x)._ltz()
@@ -169,7 +166,7 @@ def ltz_bits(x) -> torch.Tensor:
     """This party's XOR share of ``[x < 0]`` in bit 0 (edaBits; 4 rounds: no B2A yet).
 
     For callers that combine the bits before converting them (:func:`onehot_wins`)."""
-    c, rB = _open_masked(x)
+    c, rB, _ = open_masked(x)
     g, p = _not_r_bits(rB, c)
     rank = import_crypten().communicator.get().get_rank()
     shape = g.share.shape
@@ -226,7 +223,7 @@ def onehot_wins(d, n_rows: int, ks: list[int], J: torch.Tensor, L: torch.Tensor)
     outs, _ = bitprods.and_all_many(sets)
     for cols, out in zip(where, outs):
         share[:, cols] = out.share
-    return bitprods.int_tensor(share)
+    return so.int_tensor(share)
 
 
 def zero_bits(c: torch.Tensor, rB: torch.Tensor, bits: int) -> torch.Tensor:
@@ -248,14 +245,13 @@ def is_zero_small(v, bits: int):
     """
     from mpc import bitprods
 
-    ct = import_crypten()
     if not 1 <= bits < _WORD:
         raise ValueError(f"is_zero_small needs 1 <= bits < {_WORD}, got {bits}")
-    if _METHOD == "crypten" or ct.communicator.get().get_world_size() < 2:
+    if not uses_edabits():
         from mpc.secure_ops import as_int
 
         return (as_int(v) - 1)._ltz()
-    c, rB = _open_masked(v)
+    c, rB, _ = open_masked(v)
     z, _ = bitprods.and_all(zero_bits(c, rB.share, bits))
     return z
 
@@ -268,6 +264,6 @@ def none_of(A, dim: int):
     from mpc import secure_ops as so
 
     n = A.shape[dim]
-    if _METHOD == "crypten" or import_crypten().communicator.get().get_world_size() < 2:
+    if not uses_edabits():
         return so.prod_tree(1 - A, dim)
     return is_zero_small(A.sum(dim), max(1, math.ceil(math.log2(n + 1))))

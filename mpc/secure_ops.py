@@ -56,6 +56,15 @@ def share_rows(x_local: torch.Tensor, owners: list[int], rank: int, precision: i
     return X
 
 
+def int_tensor(share: torch.Tensor):
+    """Arithmetic shares of integers as an int MPCTensor (encoder scale 1)."""
+    from crypten.encoder import FixedPointEncoder
+
+    out = _crypten().mpc.MPCTensor.from_shares(share, precision=0)
+    out.encoder = FixedPointEncoder(precision_bits=0)
+    return out
+
+
 def as_int(x):
     """Reinterpret ``x``'s shares with encoder scale 1 (no change to the shares)."""
     from crypten.encoder import FixedPointEncoder
@@ -118,8 +127,6 @@ class Beaver:
 
     def finish(self, eps: torch.Tensor, delta: torch.Tensor):
         """The product's int shares from the opened ``x - a`` and ``y - b``."""
-        from mpc.bitprods import int_tensor
-
         f = getattr(torch, self.op)
         z = self.c.share + f(eps, self.b.share) + f(self.a.share, delta)
         if _rank() == 0:

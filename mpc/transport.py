@@ -85,6 +85,27 @@ def _exchange(comm, tensors: list[torch.Tensor], op) -> list[torch.Tensor]:  # n
     return out
 
 
+def _direct_ok(tensors: list) -> bool:
+    """Small int64 CPU tensors go by direct exchange (when it is on); the rest keep the ring."""
+    return (
+        _DIRECT
+        and all(torch.is_tensor(t) and not t.is_cuda and t.dtype == torch.long for t in tensors)
+        and sum(t.numel() for t in tensors) <= DIRECT_MAX_WORDS
+    )
+
+
+def _direct(comm, tensors: list[torch.Tensor], op) -> list[torch.Tensor]:  # noqa: ANN001
+    """:func:`_exchange`, logged as CrypTen logs an all-reduce (one round; the bytes sent)."""
+    from mpc.compat import import_crypten
+
+    if import_crypten().cfg.communicator.verbose:
+        comm._log_communication((comm.get_world_size() - 1) * sum(t.numel() for t in tensors))
+    tic = timeit.default_timer()
+    out = _exchange(comm, tensors, op)
+    comm._log_communication_time(timeit.default_timer() - tic)
+    return out
+
+
 def open_all(items: list[tuple[torch.Tensor, str]]) -> list[torch.Tensor]:
     """Open several shared values at once, each summed (``"sum"``) or XORed (``"xor"``): one
     round when the direct exchange carries them (both kinds in the same hop), otherwise one
@@ -101,20 +122,8 @@ def open_all(items: list[tuple[torch.Tensor, str]]) -> list[torch.Tensor]:
         raise ValueError(f"open_all: unknown kind(s) {bad}; use 'sum' or 'xor'")
     tensors = [t for t, _ in items]
     ops = [kinds[k] for _, k in items]
-    words = sum(t.numel() for t in tensors)
-    if (
-        _DIRECT
-        and len(set(ops)) > 1
-        and isinstance(comm, DistributedCommunicator)
-        and words <= DIRECT_MAX_WORDS
-        and all(not t.is_cuda and t.dtype == torch.long for t in tensors)
-    ):
-        if import_crypten().cfg.communicator.verbose:
-            comm._log_communication((comm.get_world_size() - 1) * words)
-        tic = timeit.default_timer()
-        out = _exchange(comm, tensors, ops)
-        comm._log_communication_time(timeit.default_timer() - tic)
-        return out
+    if len(set(ops)) > 1 and isinstance(comm, DistributedCommunicator) and _direct_ok(tensors):
+        return _direct(comm, tensors, ops)
     out: list[torch.Tensor | None] = [None] * len(items)
     for op in dict.fromkeys(ops):  # one all-reduce per kind, in first-use order
         idx = [i for i, o in enumerate(ops) if o == op]
@@ -138,22 +147,9 @@ def install() -> None:
 
     def all_reduce(self, input, op=dist.ReduceOp.SUM, batched=False):  # noqa: A002, ANN001
         tensors = list(input) if batched else [input]
-        size = self.get_world_size()
-        direct = (
-            _DIRECT
-            and op in (dist.ReduceOp.SUM, dist.ReduceOp.BXOR)
-            and all(torch.is_tensor(t) and not t.is_cuda and t.dtype == torch.long for t in tensors)
-            and sum(t.numel() for t in tensors) <= DIRECT_MAX_WORDS
-        )
-        if not direct:
+        if op not in (dist.ReduceOp.SUM, dist.ReduceOp.BXOR) or not _direct_ok(tensors):
             return ring(self, input, op=op, batched=batched)
-        from mpc.compat import import_crypten
-
-        if import_crypten().cfg.communicator.verbose:
-            self._log_communication((size - 1) * sum(t.numel() for t in tensors))
-        tic = timeit.default_timer()
-        out = _exchange(self, tensors, op)
-        self._log_communication_time(timeit.default_timer() - tic)
+        out = _direct(self, tensors, op)
         return out if batched else out[0]
 
     DistributedCommunicator.all_reduce = all_reduce

@@ -193,10 +193,9 @@ def leak(variant: str, rank: int, X_own: torch.Tensor):
             from mpc.compat import import_crypten
 
             opened = import_crypten().communicator.get().all_reduce([x.share.clone(), *also_open], batched=True)
-            rB = BinarySharedTensor.from_shares(torch.zeros_like(x.share))
-            return (opened[0], rB, opened[1:]) if also_open else (opened[0], rB)
+            return opened[0], BinarySharedTensor.from_shares(torch.zeros_like(x.share)), opened[1:]
 
-        patch(comparison, "_open_masked", unmasked)
+        patch(comparison, "open_masked", unmasked)
     elif variant != "real":
         raise ValueError(variant)
     try:
