@@ -142,6 +142,9 @@ class MPCConfig:
     # servers topology: keep the run going when a client *rank* dies (its clients are left out
     # for the rest of the run; docs/operations.md). Needs ``mpirun --enable-recovery``.
     tolerate_rank_loss: bool = False
+    # keep the offline dealer's plans (the public list of a block's dealer requests) from round
+    # to round: a round whose sizes were seen before makes no dry run (docs/offline_dealer.md)
+    reuse_plans: bool = True
 
 
 @dataclass

@@ -35,6 +35,7 @@ def join_party_world(cfg: Config, world: World) -> Any:
         address=cfg.mpc.address,
         timeout_s=cfg.mpc.timeout_s,
         allow_insecure=cfg.mpc.allow_insecure,
+        reuse_plans=cfg.mpc.reuse_plans,
     )
     return init_from_mpi(spec)
 

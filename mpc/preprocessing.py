@@ -67,8 +67,9 @@ MAX_BATCH_WORDS = 2**28
 
 _ENABLED = True
 #: Off by default: a kept plan is reused on the strength of its key alone, so code that changes
-#: between rounds (a test's monkeypatch, a hot fix) would end the run with PlanMismatch. The
-#: caller that knows its blocks are fixed (``bench secpc --reuse-plans``) turns it on.
+#: between rounds (a test's monkeypatch, a hot fix) would end the run with PlanMismatch. A
+#: caller whose blocks are fixed turns it on for its party world (``PartySpec.reuse_plans``:
+#: the launcher's ``mpc.reuse_plans``, on by default, and ``bench secpc``).
 _PLAN_CACHE = False
 
 
@@ -638,10 +639,13 @@ def planned(block: str, fn: Callable[[Any], T], log, key: Any = None) -> T:  # n
     """
     if not _active():
         return fn(log)
+    from mpc import comparison
+
     ct = import_crypten()
     comm = ct.communicator.get()
     rank = comm.get_rank()
-    cache_key = None if key is None or not _PLAN_CACHE else (block, comm.get_world_size(), key)
+    # the comparison protocol is module state, not an argument: it is part of every key
+    cache_key = None if key is None or not _PLAN_CACHE else (block, comm.get_world_size(), comparison.method(), key)
     offline: dict[str, list[float]] = {}  # phase -> [seconds, rounds, bytes]
 
     def charge(phase: str, seconds: float, rounds: int = 0, nbytes: int = 0) -> None:

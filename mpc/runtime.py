@@ -85,6 +85,9 @@ class PartySpec:
     port: int | None = None
     timeout_s: float = 120.0
     allow_insecure: bool = False  # the explicit opt-in that ``dealer="tfp"`` needs
+    # keep the offline dealer's plans between rounds (mpc.preprocessing.set_plan_cache): only
+    # for code that does not change between rounds, as the launcher's does not
+    reuse_plans: bool = False
 
     def __post_init__(self) -> None:
         if self.n_clients < 2:
@@ -272,6 +275,9 @@ def start_party(rank: int, spec: PartySpec, rendezvous: str) -> Party:
     if party.is_dealer:
         _serve_as_dealer()
         return party
+    from mpc import preprocessing
+
+    preprocessing.set_plan_cache(spec.reuse_plans)
     crypten = import_crypten()
     crypten.init()
     return party

@@ -30,8 +30,8 @@ baseline. ``--no-offline`` runs only CrypTen's path. ``--comparison crypten`` ke
 comparisons in the new path and ``--ring`` CrypTen's ring all-reduce for openings (to tell apart
 the gains of the offline dealer, the edaBits comparisons, :mod:`mpc.comparison`, and the
 one-hop openings, :mod:`mpc.transport`). ``--repeat N`` runs the round N times and
-reports the last (``first_*``: the first); with ``--reuse-plans`` the later runs reuse the
-offline dealer's plans (no dry run).
+reports the last (``first_*``: the first); the later runs reuse the offline dealer's plans (no
+dry run), as the launcher's later rounds do, unless ``--no-reuse-plans``.
 """
 
 from __future__ import annotations
@@ -73,9 +73,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--repeat", type=int, default=1,
                     help="run the round this many times (same inputs, same party world) before the baseline; the "
                          "figures are the last run's, first_seconds / first_offline_seconds the first run's")
-    ap.add_argument("--reuse-plans", action="store_true",
-                    help="keep the offline dealer's plans between runs (mpc.preprocessing.set_plan_cache): with "
-                         "--repeat, later runs make no dry run")
+    ap.add_argument("--reuse-plans", action=argparse.BooleanOptionalAction, default=True,
+                    help="keep the offline dealer's plans between runs, as the launcher does (mpc.reuse_plans): "
+                         "with --repeat, later runs make no dry run (default: on)")
     return ap.parse_args(argv)
 
 
@@ -105,10 +105,6 @@ def main(argv: list[str]) -> int:
     if args.repeat < 1:
         raise SystemExit("--repeat must be at least 1")
     modes = [not args.no_offline] * args.repeat + ([False] if args.baseline else [])  # offline dealer on?
-    if args.reuse_plans:
-        from mpc import preprocessing
-
-        preprocessing.set_plan_cache(True)
     try:
         mine = run(args, world, X, P, config, modes)  # per mode: this rank's labels, rows, stats, seconds
     except BaseException:  # a rank that fails must end the job now, not hang in MPI_Finalize
@@ -271,7 +267,7 @@ def _servers(args, world, X, P, config, modes: list[bool]) -> list[dict]:
     parts = [_no_part() for _ in modes]
     world.Barrier()
     if is_mpc:
-        party = init_from_mpi(PartySpec(args.servers), comm=sub)
+        party = init_from_mpi(PartySpec(args.servers, reuse_plans=args.reuse_plans), comm=sub)
         if not party.is_dealer:
             inbox = Inbox(world, lay, (X.shape[1], P.shape[1]))
             for r, offline in enumerate(modes):
@@ -304,7 +300,7 @@ def _peer(args, world, X, P, config, modes: list[bool]) -> list[dict]:
     size = world.Get_size()
     if size != args.clients + 1:
         raise SystemExit(f"peer topology needs mpirun -np {args.clients + 1} (clients + dealer), got {size}")
-    party = init_from_mpi(PartySpec(args.clients))
+    party = init_from_mpi(PartySpec(args.clients, reuse_plans=args.reuse_plans))
     parts = [_no_part() for _ in modes]
     if party.is_dealer:
         return parts

@@ -2,7 +2,8 @@
 
 * SecFPP matches its plaintext twin (``clustered``: SecPC's maths at an honest server) on the
   same data, seeds and rounds: same chosen k and partition every round, and accuracy within
-  0.5 points (the aggregates differ only by fixed-point rounding).
+  0.5 points (the aggregates differ only by fixed-point rounding); later rounds reuse the
+  offline dealer's plans (fewer offline rounds).
 * A client SIGKILLed inside SecPC, or the dealer SIGKILLed during the reveal, ends the job:
   every surviving rank prints which phase it was in and which party is missing, and mpirun
   returns non-zero well within 60 s of the death. Nothing hangs.
@@ -63,6 +64,10 @@ def test_secfpp_matches_plaintext_twin_survives_a_kill_in_secpc_and_resumes(tmp_
         assert abs(ra["mean_acc"] - rb["mean_acc"]) <= 0.005
         assert ra["mpc"]["rounds"] > 0 and ra["mpc"]["bytes_per_party"] > 0
         assert ra["insecure_dealer"] is False
+    # the launcher keeps the offline dealer's plans (mpc.reuse_plans): a block whose sizes were
+    # seen in an earlier round makes no dry run and no plan broadcast
+    offline = [r["mpc_phases"]["total"]["offline_rounds"] for r in a]
+    assert min(offline[1:]) < offline[0], offline
     summary = json.loads((sec / "summary.json").read_text())
     assert summary["evaluation_gathered"] is True and "mpc_over_local" in summary
     assert summary["train_devices"] == ["cpu"] * 3
