@@ -73,26 +73,24 @@ def _exchange(comm, tensors: list[torch.Tensor], op) -> list[torch.Tensor]:  # n
     for r in reqs:
         r.wait()
     ops = list(op) if isinstance(op, (list, tuple)) else [op] * len(tensors)
+    sizes = [t.numel() for t in tensors]
+    runs: list[list] = []  # [start, end, xor?]: neighbours of one kind reduce together
+    lo = 0
+    for n, o in zip(sizes, ops):
+        xor = o == dist.ReduceOp.BXOR
+        if runs and runs[-1][2] == xor:
+            runs[-1][1] = lo + n
+        else:
+            runs.append([lo, lo + n, xor])
+        lo += n
     total = flat.clone()
-    xor = torch.tensor([o == dist.ReduceOp.BXOR for o in ops])
-    if bool(xor.all()) or not bool(xor.any()):  # one kind: reduce the whole message at once
-        for b in got:
-            total.bitwise_xor_(b) if bool(xor[0]) else total.add_(b)
-    else:
-        lo = 0
-        for t, x in zip(tensors, xor.tolist()):
-            seg = slice(lo, lo + t.numel())
-            for b in got:
-                if x:
-                    total[seg] ^= b[seg]
-                else:
-                    total[seg] += b[seg]
-            lo = seg.stop
-    out, lo = [], 0
-    for t in tensors:
-        out.append(total[lo : lo + t.numel()].view(t.shape))
-        lo += t.numel()
-    return out
+    for b in got:
+        for a, e, xor in runs:
+            if xor:
+                total[a:e] ^= b[a:e]
+            else:
+                total[a:e] += b[a:e]
+    return [part.view(t.shape) for part, t in zip(total.split(sizes), tensors)]
 
 
 def _direct_ok(tensors: list) -> bool:
