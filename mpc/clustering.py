@@ -128,8 +128,9 @@ def _update(A, Xi, SN, Q, G):
     ``G`` column: ``G' = xq Q'_S^T = xq Q_new,S^T + z * G`` (``G = xq Q_old,S^T``, the one the
     assignment used; exact integers, so carrying it loses nothing).
 
-    edaBits, 3 rounds: (1) the sums' Beaver operands open with the masked counts; (2) one :func:`mpc.bitprods.and_all` over the count's ``ceil(log2(N + 1))`` bits,
-    with the new centres' products opened in it; (3) the multiplications by ``z`` with
+    edaBits, 3 rounds: (1) the sums' Beaver operands open with the masked counts; (2) one
+    :func:`mpc.bitprods.and_all` over the count's ``ceil(log2(N + 1))`` bits, with the new
+    centres' products opened in it; (3) the multiplications by ``z`` with
     ``xq Q_new,S^T``. CrypTen's path computes the same values one step after another.
     """
     ct = import_crypten()

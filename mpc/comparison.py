@@ -12,9 +12,10 @@ compared element, a random ring element ``r`` shared *both* arithmetically and b
    carry-in 1 folds into bit 0, and a radix-4 carry tree (pruned to its root: only the carry
    into bit 63 is needed) gives it in ``log4 64 = 3`` levels. Each level merges four
    neighbouring groups, least significant first, ``G = g3 ^ p3 g2 ^ p3 p2 g1 ^ p3 p2 p1 g0`` and
-   ``P = p3 p2 p1 p0`` (the terms are disjoint, so OR is XOR): ANDs of up to four shared words, evaluated in one round from the dealer's
-   binary bit-product tuples (:func:`mpc.bitprods.monomials`; unbounded fan-in multiplication
-   from correlated randomness is the idea of Damgard et al., TCC 2006);
+   ``P = p3 p2 p1 p0`` (the terms are disjoint, so OR is XOR): ANDs of up to four shared
+   words, evaluated in one round from the dealer's binary bit-product tuples
+   (:func:`mpc.bitprods.monomials`; unbounded fan-in multiplication from correlated
+   randomness is the idea of Damgard et al., TCC 2006);
 3. the sign bit ``msb(x) = c63 ^ ~r63 ^ carry63`` goes back to arithmetic with CrypTen's
    single-bit B2A (one round), or straight into an AND of several such bits
    (:func:`onehot_wins`: the one-hot winner among k centres, one round for all of it).

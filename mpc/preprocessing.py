@@ -53,6 +53,7 @@ from typing import Any, Callable, Iterator, TypeVar
 
 import torch
 
+from mpc import comparison
 from mpc.compat import import_crypten
 
 T = TypeVar("T")
@@ -639,8 +640,6 @@ def planned(block: str, fn: Callable[[Any], T], log, key: Any = None) -> T:  # n
     """
     if not _active():
         return fn(log)
-    from mpc import comparison
-
     ct = import_crypten()
     comm = ct.communicator.get()
     rank = comm.get_rank()
