@@ -61,3 +61,26 @@ def test_crypten_own_suite_slice():
     tail = proc.stderr[-3000:]
     assert proc.returncode == 0, tail
     assert "OK" in tail and "Ran " in tail, tail
+
+
+def test_empty_shells_draw_no_zero_sharing_and_copies_still_work(monkeypatch):
+    """``MPCTensor([])`` (the shell of clone / shallow_copy / from_shares) draws nothing from
+    the PRZS streams; the copies hold the same values, and real inputs still get a zero sharing."""
+    crypten = import_crypten()
+    from crypten.mpc.primitives import ArithmeticSharedTensor
+
+    with crypten.cfg.temp_override({"mpc.provider": "TFP"}):
+        crypten.init()
+    try:
+        drawn = []
+        przs = ArithmeticSharedTensor.PRZS
+        monkeypatch.setattr(ArithmeticSharedTensor, "PRZS", staticmethod(lambda *a, **k: drawn.append(a) or przs(*a, **k)))
+        x = crypten.cryptensor(torch.tensor([1.5, -2.0]))
+        assert len(drawn) == 1  # a real input: one zero sharing
+        copies = [x.clone(), x.shallow_copy(), crypten.mpc.MPCTensor.from_shares(x.share.clone())]
+        assert len(drawn) == 1  # the shells drew none
+        for c in copies:
+            assert torch.allclose(c.get_plain_text(), torch.tensor([1.5, -2.0]))
+        assert copies[1]._tensor is x._tensor and copies[0]._tensor is not x._tensor
+    finally:
+        crypten.uninit()
