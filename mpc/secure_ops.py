@@ -9,6 +9,8 @@ always *batched*: MPC cost on loopback is latency (rounds), not FLOPs.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from mpc import comparison
@@ -202,15 +204,21 @@ def slot_map(ks: list[int], J: torch.Tensor, L: torch.Tensor) -> tuple[torch.Ten
 
     Column j of a group has ``max k - 1`` slots; slot s holds pair ``pair[j, s]``'s bit ``w``
     (j = J), its complement (j = L: ``flip`` 1), or the public 1 for padding (``pair`` -1,
-    ``flip`` 1). Returns ``(pair, flip)``, both ``K x (max k - 1)`` int64.
+    ``flip`` 1). Returns ``(pair, flip)``, both ``K x (max k - 1)`` int64 (shared between
+    calls with the same layout: read them, do not write them). Public and the same in every
+    Lloyd iteration, so it is built once per layout (a Python loop over the pairs, ~2 ms).
     """
+    return _slot_map(tuple(int(k) for k in ks), tuple(J.tolist()), tuple(L.tolist()))
+
+
+@functools.lru_cache(maxsize=64)
+def _slot_map(ks: tuple[int, ...], J: tuple[int, ...], L: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
     K = sum(ks)
     D = max(1, max(ks) - 1)
     pair = torch.full((K, D), -1, dtype=torch.long)
     flip = torch.ones(K, D, dtype=torch.long)
     slot = [0] * K
-    for p in range(len(J)):
-        j, l = int(J[p]), int(L[p])
+    for p, (j, l) in enumerate(zip(J, L)):
         pair[j, slot[j]], flip[j, slot[j]] = p, 0
         slot[j] += 1
         pair[l, slot[l]] = p
