@@ -192,8 +192,6 @@ def _empty_mpc_tensor_without_zero_sharing() -> None:
     from crypten.mpc.ptype import ptype as Ptype
 
     init = MPCTensor.__init__
-    if getattr(init, "_secfpp_empty_shell", False):
-        return
 
     def __init__(self, tensor, ptype=Ptype.arithmetic, device=None, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003
         if type(tensor) is list and not tensor and not args and not kwargs:
@@ -203,7 +201,6 @@ def _empty_mpc_tensor_without_zero_sharing() -> None:
             return
         init(self, tensor, ptype, device, *args, **kwargs)
 
-    __init__._secfpp_empty_shell = True
     MPCTensor.__init__ = __init__
 
 

@@ -132,7 +132,7 @@ def test_mpirun_ranks_share_the_prompt_and_match_one_process(tmp_path):
     assert all(torch.equal(mpi[i]["domain_ctx"], mpi[0]["domain_ctx"]) for i in mpi)  # same noise on every rank
     # the same computation, split over processes: float rounding of other thread counts, grown over
     # the training steps, reaches 1.2e-5 on a class prompt of entries ~0.1 on an AMD EPYC box
-    # (2.5e-6 on the domain prompt); another client's data or noise differs by ~1e-2
+    # (2.5e-6 on the domain prompt); another client's class prompt differs by ~0.14
     for i in mpi:
         assert torch.allclose(mpi[i]["domain_ctx"], one[i]["domain_ctx"], atol=1e-4)
         assert torch.allclose(mpi[i]["class_ctx"], one[i]["class_ctx"], atol=1e-4)
