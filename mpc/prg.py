@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 
 KEY_BYTES = 32  # ChaCha20 key: 256 bits
 KEY_WORDS = KEY_BYTES // 8  # a key travels between parties as 4 int64 words
+BLOCK_BYTES = 64  # one ChaCha20 block
 
 
 class ChaChaGenerator:
@@ -40,7 +41,9 @@ class ChaChaGenerator:
         key = os.urandom(KEY_BYTES) if key is None else bytes(key)
         if len(key) != KEY_BYTES:
             raise ValueError(f"ChaCha20 needs a {KEY_BYTES}-byte key, got {len(key)} bytes")
-        self._stream = Cipher(algorithms.ChaCha20(key, bytes(16)), mode=None).encryptor()
+        self._key = key
+        self._pos = 0  # bytes drawn so far
+        self._stream = self._encryptor(0)
         # public fingerprint (never the key): lets tests check that two parties share a stream
         self._fingerprint = int.from_bytes(hashlib.sha256(b"secfpp-prg" + key).digest()[:8], "big") >> 1
         self.device = torch.device(device)
@@ -49,8 +52,28 @@ class ChaChaGenerator:
         """A 63-bit fingerprint of the key (CrypTen's tests compare generators this way)."""
         return self._fingerprint
 
+    def _encryptor(self, block: int):
+        # OpenSSL's 16-byte ChaCha20 IV: the 32-bit block counter (little endian), then the nonce (0)
+        return Cipher(algorithms.ChaCha20(self._key, block.to_bytes(4, "little") + bytes(12)), mode=None).encryptor()
+
     def random_bytes(self, n: int) -> bytes:
+        self._pos += n
         return self._stream.update(bytes(n))
+
+    def tell(self) -> int:
+        """Bytes drawn so far: where the stream stands."""
+        return self._pos
+
+    def seek(self, pos: int) -> None:
+        """Stand at byte ``pos`` of the stream again, so the next draws repeat what was drawn from
+        there. The dealer's look-ahead (:mod:`mpc.lookahead`) rewinds with it: material it made
+        ahead and never sent is made again, the same words, if it is asked for after all."""
+        if not 0 <= pos < BLOCK_BYTES * 2**32:
+            raise ValueError(f"a ChaCha20 stream position is in [0, 2^38) bytes, got {pos}")
+        block, skip = divmod(int(pos), BLOCK_BYTES)
+        self._stream = self._encryptor(block)
+        self._stream.update(bytes(skip))
+        self._pos = int(pos)
 
     def int64(self, size) -> torch.Tensor:
         """Uniform elements of Z_2^64 as signed int64, shape ``size``."""

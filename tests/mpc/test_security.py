@@ -207,3 +207,23 @@ def test_prg_keys_and_draws_without_crypten():
         generate_kbit_random_tensor((2,), generator=torch.Generator())
     with pytest.raises(ValueError, match="only the 64-bit ring"):
         generate_random_ring_element((2,), ring_size=2**32, generator=a)
+
+
+def test_prg_seek_repeats_the_stream_from_any_byte():
+    """The dealer's look-ahead rewinds its streams (mpc.lookahead): a seek must land on the
+    exact byte, inside a ChaCha20 block and across blocks, and a stream read in pieces must equal
+    one read at once (RFC 8439 keystream with the block counter in the IV's first 4 bytes)."""
+    from mpc.prg import ChaChaGenerator
+
+    key = os.urandom(32)
+    ref = ChaChaGenerator(key).random_bytes(1000)
+    g = ChaChaGenerator(key)
+    assert g.random_bytes(13) + g.random_bytes(400) == ref[:413] and g.tell() == 413
+    for pos in (0, 5, 64, 413, 130, 999):
+        g.seek(pos)
+        assert g.tell() == pos
+        assert g.random_bytes(1000 - pos) == ref[pos:], pos
+    g.seek(24)
+    assert torch.equal(g.int64(3), torch.from_numpy(np.frombuffer(ref[24:48], dtype=np.int64).copy()))
+    with pytest.raises(ValueError, match="stream position"):
+        g.seek(-1)
