@@ -62,7 +62,7 @@ def serve(cfg: Config, world: World, mpc_world: World, rd: RunDir, resume_round:
     layout = server_layout(cfg)
     spec = PartySpec(cfg.mpc.servers, dealer=cfg.mpc.dealer, address=cfg.mpc.address,  # type: ignore[arg-type]
                      timeout_s=cfg.mpc.timeout_s, allow_insecure=cfg.mpc.allow_insecure,
-                     reuse_plans=cfg.mpc.reuse_plans)
+                     reuse_plans=cfg.mpc.reuse_plans, dealer_lookahead=cfg.mpc.dealer_lookahead)
     party = init_from_mpi(spec, comm=mpc_world._comm)
     if party.is_dealer:
         return 0

@@ -36,6 +36,7 @@ def join_party_world(cfg: Config, world: World) -> Any:
         timeout_s=cfg.mpc.timeout_s,
         allow_insecure=cfg.mpc.allow_insecure,
         reuse_plans=cfg.mpc.reuse_plans,
+        dealer_lookahead=cfg.mpc.dealer_lookahead,
     )
     return init_from_mpi(spec)
 

@@ -88,6 +88,9 @@ class PartySpec:
     # keep the offline dealer's plans between rounds (mpc.preprocessing.set_plan_cache): only
     # for code that does not change between rounds, as the launcher's does not
     reuse_plans: bool = False
+    # the dealer makes its next batch while the parties compute (mpc.lookahead); the same words
+    # either way, so on by default; off to measure what it buys
+    dealer_lookahead: bool = True
 
     def __post_init__(self) -> None:
         if self.n_clients < 2:
@@ -273,7 +276,7 @@ def start_party(rank: int, spec: PartySpec, rendezvous: str) -> Party:
         warnings.warn(TFP_WARNING, stacklevel=2)
         log.warning(TFP_WARNING)
     if party.is_dealer:
-        _serve_as_dealer()
+        _serve_as_dealer(spec.dealer_lookahead)
         return party
     from mpc import preprocessing
 
@@ -283,8 +286,9 @@ def start_party(rank: int, spec: PartySpec, rendezvous: str) -> Party:
     return party
 
 
-def _serve_as_dealer() -> None:
-    """Run CrypTen's TTP server, but fail loudly when a client vanishes.
+def _serve_as_dealer(lookahead: bool = True) -> None:
+    """Run CrypTen's TTP server (with :mod:`mpc.lookahead` unless ``lookahead`` is off), but fail
+    loudly when a client vanishes.
 
     ``TTPServer`` returns normally both on a clean "terminate" and when its peer dies
     (it swallows the RuntimeError); we tell them apart so a crash exits non-zero.
@@ -304,7 +308,15 @@ def _serve_as_dealer() -> None:
 
     comm.DistributedCommunicator.recv_obj = recv_obj
     try:
-        TTPServer()
+        if lookahead:
+            from mpc import lookahead as ahead
+
+            try:
+                ahead.serve()
+            except RuntimeError as err:  # what TTPServer swallows: the peer is gone
+                log.info("dealer stopped: %s", err)
+        else:
+            TTPServer()
     finally:
         comm.DistributedCommunicator.recv_obj = original_recv_obj
     if not state["terminated"]:

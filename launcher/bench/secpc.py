@@ -31,7 +31,10 @@ comparisons in the new path and ``--ring`` CrypTen's ring all-reduce for opening
 the gains of the offline dealer, the edaBits comparisons, :mod:`mpc.comparison`, and the
 one-hop openings, :mod:`mpc.transport`). ``--repeat N`` runs the round N times and
 reports the last (``first_*``: the first); the later runs reuse the offline dealer's plans (no
-dry run), as the launcher's later rounds do, unless ``--no-reuse-plans``.
+dry run), as the launcher's later rounds do, unless ``--no-reuse-plans``. The dealer makes its
+next batch while the parties compute (:mod:`mpc.lookahead`) unless ``--no-lookahead``;
+``dealer_lookahead`` gives its counters so far (hits, misses, batches made ahead, its seconds
+on them), asked for by compute party 0 after the reported run.
 """
 
 from __future__ import annotations
@@ -76,6 +79,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--reuse-plans", action=argparse.BooleanOptionalAction, default=True,
                     help="keep the offline dealer's plans between runs, as the launcher does (mpc.reuse_plans): "
                          "with --repeat, later runs make no dry run (default: on)")
+    ap.add_argument("--lookahead", action=argparse.BooleanOptionalAction, default=True,
+                    help="the dealer makes its next batch while the parties compute (mpc.lookahead; default: on)")
     return ap.parse_args(argv)
 
 
@@ -205,6 +210,7 @@ def _summary(args, world, parts: list, ref) -> dict:
         "reference_k": ref.k,
         "offline_seconds_by_phase": {k: round(v.get("offline_seconds", 0.0), 3) for k, v in s0.items()
                                      if isinstance(v, dict) and "rounds" in v},
+        "dealer_lookahead": parts[first].get("dealer_ahead"),
     }
     return out
 
@@ -250,12 +256,12 @@ def _k(parts: list) -> int:
 def _no_part() -> dict:
     """What a rank that holds no client reports (a compute party adds its stats and k)."""
     return {"labels": {}, "rows": {}, "stats": {"total": {"rounds": 0, "bytes": 0}}, "seconds": None,
-            "client_bytes": [], "k": None}
+            "client_bytes": [], "k": None, "dealer_ahead": None}
 
 
 def _servers(args, world, X, P, config, modes: list[bool]) -> list[dict]:
     from mpc.compat import import_crypten
-    from mpc.runtime import PartySpec, init_from_mpi, shutdown
+    from mpc.runtime import init_from_mpi, shutdown
     from mpc.servers import Inbox, ServerLayout, client_round, serve_round
 
     size, rank = world.Get_size(), world.Get_rank()
@@ -267,7 +273,7 @@ def _servers(args, world, X, P, config, modes: list[bool]) -> list[dict]:
     parts = [_no_part() for _ in modes]
     world.Barrier()
     if is_mpc:
-        party = init_from_mpi(PartySpec(args.servers, reuse_plans=args.reuse_plans), comm=sub)
+        party = init_from_mpi(_spec(args, args.servers), comm=sub)
         if not party.is_dealer:
             inbox = Inbox(world, lay, (X.shape[1], P.shape[1]))
             for r, offline in enumerate(modes):
@@ -275,7 +281,7 @@ def _servers(args, world, X, P, config, modes: list[bool]) -> list[dict]:
                 with _path(offline, args.comparison, not args.ring):
                     res = serve_round(world, lay, r, config, None, deadline_s=args.wait_s, wait_s=args.wait_s,
                                       inbox=inbox)
-                parts[r].update(stats=res.stats, k=res.k)
+                parts[r].update(stats=res.stats, k=res.k, dealer_ahead=_dealer_ahead(args, party))
             shutdown(party)
         return parts
     ids = lay.clients_of(rank)
@@ -291,16 +297,29 @@ def _servers(args, world, X, P, config, modes: list[bool]) -> list[dict]:
     return parts
 
 
+def _spec(args, n_parties: int):
+    from mpc.runtime import PartySpec
+
+    return PartySpec(n_parties, reuse_plans=args.reuse_plans, dealer_lookahead=args.lookahead)
+
+
+def _dealer_ahead(args, party) -> dict | None:
+    """Compute party 0, between runs: the dealer's look-ahead counters so far (a request that draws nothing)."""
+    from mpc.lookahead import dealer_stats
+
+    return dealer_stats() if args.lookahead and party.rank == 0 else None
+
+
 def _peer(args, world, X, P, config, modes: list[bool]) -> list[dict]:
     from mpc.layout import round_robin, rows_of
-    from mpc.runtime import PartySpec, init_from_mpi, shutdown
+    from mpc.runtime import init_from_mpi, shutdown
     from mpc.compat import import_crypten
     from mpc.secpc import secpc_round
 
     size = world.Get_size()
     if size != args.clients + 1:
         raise SystemExit(f"peer topology needs mpirun -np {args.clients + 1} (clients + dealer), got {size}")
-    party = init_from_mpi(PartySpec(args.clients, reuse_plans=args.reuse_plans))
+    party = init_from_mpi(_spec(args, args.clients))
     parts = [_no_part() for _ in modes]
     if party.is_dealer:
         return parts
@@ -319,6 +338,7 @@ def _peer(args, world, X, P, config, modes: list[bool]) -> list[dict]:
             seconds=seconds,
             client_bytes=[res.stats["total"]["bytes"]],
             k=res.k,
+            dealer_ahead=_dealer_ahead(args, party),
         )
     shutdown(party)
     return parts

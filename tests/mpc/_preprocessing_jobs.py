@@ -29,6 +29,7 @@ def _online_requests():
 def both_paths(party, X, P, owners, cfg):
     """SecPC rounds on the same inputs: with the offline dealer (planning every block), again
     (plans reused from the first), then on CrypTen's online path."""
+    from mpc.lookahead import dealer_stats
     from mpc.secpc import secpc_round
 
     mine = [i for i, o in enumerate(owners) if o == party.rank]
@@ -40,7 +41,8 @@ def both_paths(party, X, P, owners, cfg):
         with preprocessing.enabled(flag):
             r = secpc_round(party, X[mine], P[mine], owners, cfg)
         out.append(dict(k=r.k, rows=r.own_rows.numpy(), assign=r.own_assignment.numpy(), stats=r.stats,
-                        online=counts["online"] - before["online"], batch=counts["batch"] - before["batch"]))
+                        online=counts["online"] - before["online"], batch=counts["batch"] - before["batch"],
+                        ahead=dealer_stats() if party.rank == 0 else None))
     return out
 
 

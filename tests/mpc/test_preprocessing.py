@@ -58,6 +58,13 @@ def test_secpc_round_same_results_and_no_online_request_at_party_0(n_parties):
     assert out[0][CACHED]["stats"]["total"]["offline_rounds"] == 3 * out[0][CACHED]["batch"]
     total = p0["stats"]["total"]
     assert total["offline_seconds"] > 0 and total["online_seconds"] > 0
+    # the dealer's look-ahead (mpc.lookahead, on by default): the first round teaches it the
+    # order of the batches, so the second round's cluster and aggregate batches were made ahead;
+    # the batch it then made for a third round was dropped when CrypTen's online requests came,
+    # and that round (OLD, above) still agrees: the dealer rewound its streams
+    assert (p0["ahead"]["hits"], p0["ahead"]["misses"]) == (0, 0)
+    assert (out[0][CACHED]["ahead"]["hits"], out[0][CACHED]["ahead"]["misses"]) == (2, 0)
+    assert (out[0][OLD]["ahead"]["hits"], out[0][OLD]["ahead"]["misses"]) == (2, 1)
     assert abs(total["online_seconds"] + total["offline_seconds"] - total["seconds"]) < 1e-9
     # one dealer round trip per block (charged where the block starts); its seconds per phase served
     assert total["offline_rounds"] >= 3 * p0["batch"]
