@@ -89,8 +89,8 @@ def _assign(G, Q, ks: list[int], J, L):
         return comparison.onehot_wins(None, N, ks, J, L)
     P = len(J)
     left_ops = ct.cat([e[:, J], e[:, L]], dim=1)
-    right_ops = ct.cat([n2[L], n2[J]], dim=0).unsqueeze(0).expand(N, 2 * P)
-    prod = left_ops * right_ops
+    right_ops = ct.cat([n2[L], n2[J]], dim=0).unsqueeze(0)  # 1 x 2P: one masked opening per pair, not per row
+    prod = left_ops * right_ops  # Beaver with a broadcast triple (c = a * b, b of 1 x 2P)
     f = prod[:, :P] - prod[:, P:]  # sign(d_J - d_L)
     return comparison.onehot_wins(f, N, ks, J, L)  # [f <= 0]: J beats L, ties to the lower index
 
