@@ -159,3 +159,41 @@ def monomials(words: list[torch.Tensor], monos: list[tuple[int, ...]]) -> list[t
             acc = term if acc is None else acc ^ term
         out.append(acc)
     return out
+
+
+#: Bits packed into one word by :func:`and_bits`.
+WORD_BITS = 64
+
+
+def and_bits(bits: torch.Tensor) -> torch.Tensor:
+    """XOR shares (in bit 0) of the AND of every bit along the last dimension.
+
+    ``bits``: this party's XOR shares (``..., W``) of bits held in bit 0. They are packed 64 to
+    a word (padded with the public 1; packing moves bits to disjoint places, so XOR shares stay
+    XOR shares), the words ANDed four at a time, then each word's 64 bits folded onto bit 0 (64
+    -> 16 -> 4 -> 1), every step one :func:`monomials` round of four-way ANDs:
+    ``ceil(log4 ceil(W / 64)) + 3`` rounds, and the dealer's tuples are per word, not per bit
+    (the input check's 641 bits per row: 5 rounds against 10 of a Beaver tree over the bits,
+    with a B2A and 64-bit words per bit on top).
+    """
+    rank = import_crypten().communicator.get().get_rank()
+    lead, W = tuple(bits.shape[:-1]), int(bits.shape[-1])
+    if W < 1:
+        raise ValueError("and_bits needs at least one bit")
+    bits = bits & 1
+    pad = (-W) % WORD_BITS
+    if pad:  # the public 1: party 0's share 1, the others' 0
+        bits = torch.cat([bits, torch.full(lead + (pad,), int(rank == 0), dtype=torch.long)], dim=-1)
+    shift = torch.arange(WORD_BITS, dtype=torch.long)
+    words = (bits.reshape(*lead, -1, WORD_BITS) << shift).sum(-1)  # disjoint bits: the sum is the OR
+    ones = -1 if rank == 0 else 0  # the public all-ones word
+    while words.shape[-1] > 1:
+        pad = (-words.shape[-1]) % 4
+        if pad:
+            words = torch.cat([words, torch.full(lead + (pad,), ones, dtype=torch.long)], dim=-1)
+        quads = words.reshape(*lead, -1, 4)
+        (words,) = monomials([quads[..., v] for v in range(4)], [(0, 1, 2, 3)])
+    w = words[..., 0]
+    for s in (16, 4, 1):  # bits [0, 4s) of w hold the AND of every bit of the word so far
+        (w,) = monomials([w, w >> s, w >> (2 * s), w >> (3 * s)], [(0, 1, 2, 3)])
+    return w & 1

@@ -13,8 +13,10 @@ encryption, in one batched comparison:
 * ``||xq_i||^2 <= ceil((2^s (1 + 1e-6) + sqrt(m) / 2)^2)``, computed from the shares (one
   multiplication round; with the entries bounded it cannot wrap),
 
-then AND the bits of each row (a log-depth product tree) and open **one bit per row**: valid or
-not. For an honest row the bit is always 1, so it says nothing about the row's values; for an
+then AND the bits of each row and open **one bit per row**: valid or not. With the edaBits
+comparisons the bits stay XOR-shared, are packed 64 to a word and ANDed four words at a time
+(:func:`mpc.bitprods.and_bits`), and the row's bit is opened as an XOR; on CrypTen's path, a
+log-depth product tree of the arithmetic bits. For an honest row the bit is always 1, so it says nothing about the row's values; for an
 invalid row it says only that it broke the contract.
 """
 
@@ -24,6 +26,7 @@ import math
 
 import torch
 
+from mpc import bitprods, comparison, transport
 from mpc import secure_ops as so
 from mpc.compat import import_crypten
 
@@ -42,8 +45,9 @@ def valid_rows(Xq, F, bits: int, prompt_abs: float) -> torch.Tensor:
     """Public bool per row: does row i of the shared ``Xq`` (``N x m`` int) and ``F`` (``N x d``
     fixed point at 16 bits) satisfy the input contract? Opened at every party; nothing else is.
 
-    Rounds: 1 multiplication (norms) + 1 batched comparison + ``ceil(log2(2m + 2d + 1))`` AND
-    rounds + 1 opening.
+    Rounds: 1 multiplication (norms) + 1 batched comparison + the AND of ``W = 2m + 2d + 1``
+    bits per row + 1 opening. edaBits: 4 + ``ceil(log4 ceil(W / 64)) + 3`` (11 in all for m 64,
+    d 256); CrypTen's path: its comparison, then ``ceil(log2 W)`` AND rounds.
     """
     ct = import_crypten()
     N, m = Xq.shape
@@ -54,6 +58,10 @@ def valid_rows(Xq, F, bits: int, prompt_abs: float) -> torch.Tensor:
     P = so.as_int(F)  # raw ring words round(p 2^16)
     slack = ct.cat([so.add_raw(Xq, xb), so.add_raw(-Xq, xb), so.add_raw(P, pb), so.add_raw(-P, pb),
                     so.add_raw(-x2, nb)], dim=1)  # all >= 0 iff the row is valid (no wrap, see module)
-    good = 1 - so.ltz(slack)
-    ok = so.prod_tree(good, -1)
-    return ok.get_plain_text().round().long().view(N) == 1
+    if not comparison.uses_edabits():
+        ok = so.prod_tree(1 - so.ltz(slack), -1)
+        return ok.get_plain_text().round().long().view(N) == 1
+    rank = ct.communicator.get().get_rank()
+    good = comparison.ltz_bits(slack) ^ int(rank == 0)  # NOT [slack < 0]: party 0 flips its share
+    (ok,) = transport.open_all([(bitprods.and_bits(good), "xor")])
+    return (ok & 1).view(N) == 1

@@ -56,6 +56,25 @@ def monomials(party, words: list[torch.Tensor], monos: list[tuple[int, ...]]):
     return preprocessing.planned("monomials", block, CommLog())
 
 
+def and_bits(party, rows: list[torch.Tensor]):
+    """``bitprods.and_bits`` on XOR-shared 0/1 rows of several widths, planned: the opened AND per
+    row and this party's rounds per call."""
+
+    def block(log):
+        from crypten.mpc.primitives import BinarySharedTensor
+
+        out = []
+        for values in rows:
+            b = _bits(values)
+            r0 = _rounds()
+            z = bitprods.and_bits(b)
+            r1 = _rounds()
+            out.append((BinarySharedTensor.from_shares(z).reveal() & 1, r1 - r0))
+        return out
+
+    return preprocessing.planned("and_bits", block, CommLog())
+
+
 def onehot(party, d: torch.Tensor, ks: list[int]):
     """``comparison.onehot_wins`` with both protocols on the same differences."""
     from mpc import layout as lay

@@ -77,6 +77,25 @@ def test_binary_monomials_match_plaintext_in_one_round(n_parties):
         assert rounds == 1
 
 
+@pytest.mark.parametrize("n_parties", [2, 3])
+def test_and_bits_of_packed_words_matches_plaintext(n_parties):
+    """The AND of every bit of a row (the input check's), for widths at and around the word and
+    four-word boundaries: all ones, one zero anywhere (first, last, next to the padding), and
+    random rows; rounds are ceil(log4 ceil(W / 64)) + 3."""
+    rows = []
+    for W in (1, 63, 64, 65, 256, 257, 641):
+        x = torch.ones(W + 3, W, dtype=torch.long)
+        for i, j in enumerate((0, W - 1, min(63, W - 1))):
+            x[i + 1, j] = 0  # row 0 stays all ones
+        x[-1] = torch.randint(0, 2, (W,), generator=torch.Generator().manual_seed(W))
+        rows.append(x)
+    for got in run_parties(jobs.and_bits, PartySpec(n_parties), rows):
+        for x, (value, rounds) in zip(rows, got):
+            W = x.shape[1]
+            assert torch.equal(value, x.prod(-1)), W
+            assert rounds == math.ceil(math.log(math.ceil(W / 64), 4)) + 3, (W, rounds)
+
+
 def test_onehot_wins_equals_crypten_with_ties():
     ks = [2, 3, 5]
     J, L = pair_layout(ks)
