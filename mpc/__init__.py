@@ -9,7 +9,8 @@ the module that holds what they need; there is no facade to keep in step with th
 * :mod:`mpc.secpc`: one SecPC round in the peer topology; :mod:`mpc.servers` the server-aided one;
 * :mod:`mpc.clustering`, :mod:`mpc.aggregation`, :mod:`mpc.comparison`, :mod:`mpc.bitprods`,
   :mod:`mpc.secure_ops`: the protocol's pieces; :mod:`mpc.preprocessing` the dealer's offline
-  phase; :mod:`mpc.reference` the plaintext oracle;
+  phase, :mod:`mpc.lookahead` the dealer making its next batch before it is asked;
+  :mod:`mpc.reference` the plaintext oracle;
 * :mod:`mpc.wire` (pickle-free MPI messages), :mod:`mpc.transcript` (transcript recording),
   :mod:`mpc.stats` (rounds, bytes and seconds per phase).
 
