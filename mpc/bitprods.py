@@ -86,10 +86,12 @@ def and_all_many(bit_sets: list[torch.Tensor], also_open: list[torch.Tensor] = (
         bits = bits.reshape(*bits.shape[:-1], groups, width)
         R, rB = provider.bitprods_rng(bits.size())
         prepared.append((bits ^ rB.share, R, groups))
-    opened = transport.open_all([(m, "xor") for m, _, _ in prepared] + [(t, "sum") for t in also_open])
+    # the masked bits travel 64 to a word (an XOR opening is bitwise, so packing commutes with it)
+    opened = transport.open_all([(pack_bits(m.reshape(-1)), "xor") for m, _, _ in prepared]
+                                + [(t, "sum") for t in also_open])
     outs = []
-    for (_, R, groups), c in zip(prepared, opened):
-        c = c & 1
+    for (m, R, groups), c in zip(prepared, opened):
+        c = unpack_bits(c, (m.numel(),)).view(m.shape)
         out = so.int_tensor((subset_expand(c, 1 - 2 * c) * R.share).sum(-1))
         if groups > 1:
             out = so.prod_tree(out, -1)
@@ -161,8 +163,27 @@ def monomials(words: list[torch.Tensor], monos: list[tuple[int, ...]]) -> list[t
     return out
 
 
-#: Bits packed into one word by :func:`and_bits`.
+#: Bits packed into one word by :func:`pack_bits`.
 WORD_BITS = 64
+_SHIFT = torch.arange(WORD_BITS, dtype=torch.long)
+
+
+def pack_bits(bits: torch.Tensor, pad: int = 0) -> torch.Tensor:
+    """Bit 0 of each element along the last dimension, 64 to a word (``..., ceil(W / 64)``),
+    the last word padded with ``pad`` (0 or 1). Bits move to disjoint places, so XOR shares of
+    the bits pack to XOR shares of the words."""
+    lead, W = tuple(bits.shape[:-1]), int(bits.shape[-1])
+    bits = bits & 1
+    extra = (-W) % WORD_BITS
+    if extra:
+        bits = torch.cat([bits, torch.full(lead + (extra,), pad, dtype=torch.long)], dim=-1)
+    return (bits.reshape(*lead, -1, WORD_BITS) << _SHIFT).sum(-1)  # disjoint bits: the sum is the OR
+
+
+def unpack_bits(words: torch.Tensor, shape) -> torch.Tensor:  # noqa: ANN001 - a torch.Size or tuple
+    """:func:`pack_bits` undone: the 0/1 tensor of ``shape`` (``..., W``)."""
+    W = int(shape[-1])
+    return ((words.unsqueeze(-1) >> _SHIFT) & 1).reshape(*words.shape[:-1], -1)[..., :W].reshape(shape)
 
 
 def and_bits(bits: torch.Tensor) -> torch.Tensor:
@@ -177,15 +198,10 @@ def and_bits(bits: torch.Tensor) -> torch.Tensor:
     with a B2A and 64-bit words per bit on top).
     """
     rank = import_crypten().communicator.get().get_rank()
-    lead, W = tuple(bits.shape[:-1]), int(bits.shape[-1])
-    if W < 1:
+    lead = tuple(bits.shape[:-1])
+    if int(bits.shape[-1]) < 1:
         raise ValueError("and_bits needs at least one bit")
-    bits = bits & 1
-    pad = (-W) % WORD_BITS
-    if pad:  # the public 1: party 0's share 1, the others' 0
-        bits = torch.cat([bits, torch.full(lead + (pad,), int(rank == 0), dtype=torch.long)], dim=-1)
-    shift = torch.arange(WORD_BITS, dtype=torch.long)
-    words = (bits.reshape(*lead, -1, WORD_BITS) << shift).sum(-1)  # disjoint bits: the sum is the OR
+    words = pack_bits(bits, pad=int(rank == 0))  # padded with the public 1: party 0's share 1, the others' 0
     ones = -1 if rank == 0 else 0  # the public all-ones word
     while words.shape[-1] > 1:
         pad = (-words.shape[-1]) % 4
