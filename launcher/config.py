@@ -145,8 +145,8 @@ class MPCConfig:
     # keep the offline dealer's plans (the public list of a block's dealer requests) from round
     # to round: a round whose sizes were seen before makes no dry run (docs/offline_dealer.md)
     reuse_plans: bool = True
-    # the dealer makes its next batch while the parties compute with this one: the same words
-    # either way (mpc.lookahead); off only to measure what it buys
+    # the dealer makes its next batch while the parties compute with this one (mpc.lookahead,
+    # docs/offline_dealer.md); off only to measure what it buys
     dealer_lookahead: bool = True
 
 

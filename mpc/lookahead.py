@@ -15,9 +15,10 @@ draws exactly the words it would draw when asked for. When the next request is a
 (another batch, one of CrypTen's online requests), the dealer seeks every stream back to where
 it stood and serves the request as if it had never looked ahead: the words made ahead are
 dropped unsent. So party 0 receives the same words either way, and the other parties, who draw
-their shares from the same streams, stay in step. No message is added and nobody learns
-anything new: the dealer knows all it makes anyway, and its guess uses only the request
-shapes it has already seen.
+their shares from the same streams, stay in step. No message is added to a protocol run
+(``ahead_stats``, below, is a diagnostic that draws nothing) and nobody learns anything new:
+the dealer knows all it makes anyway, and its guess uses only the request shapes it has
+already seen.
 
 Cost: a wrong guess (the revealed k changed, say) wastes the dealer's time for one batch.
 """
@@ -37,20 +38,25 @@ _logger = logging.getLogger(__name__)
 
 #: Requests that draw no randomness: answered without dropping what was made ahead.
 NEUTRAL = frozenset({"ahead_stats"})
+#: Batches whose successor the dealer remembers (one per public shape seen: rows that passed
+#: the check, revealed k); the oldest is forgotten first.
+MAX_REMEMBERED = 64
 
 
 def _freeze(obj: Any) -> Any:
-    """A hashable, type-blind copy of a request (lists, tuples and ``torch.Size`` alike)."""
+    """A hashable copy of a request: lists, tuples and ``torch.Size`` alike, scalars with their
+    type (a size of 2.0 is not the size 2: the dealer's own code would refuse it)."""
     if isinstance(obj, (list, tuple)):
         return tuple(_freeze(x) for x in obj)
     if isinstance(obj, dict):
         return tuple(sorted((k, _freeze(v)) for k, v in obj.items()))
-    return obj
+    return (type(obj).__name__, obj)
 
 
-def batch_key(function: str, args: tuple) -> tuple | None:
-    """What identifies a batch request (its planned requests, in order); None for any other."""
-    if function != "batch" or len(args) != 1:
+def batch_key(function: str, args: tuple, kwargs: dict | None = None) -> tuple | None:
+    """What identifies a batch request (its planned requests, in order); None for any other,
+    and for a batch with keyword arguments (party 0 sends none: the dealer's code judges it)."""
+    if function != "batch" or len(args) != 1 or kwargs:
         return None
     return _freeze(args[0])
 
@@ -70,7 +76,7 @@ class Lookahead:
 
     def __init__(self, server: Any) -> None:
         self.server = server
-        self._next: dict[tuple, tuple[tuple, Any]] = {}  # batch -> (key, requests) of the batch after it
+        self._next: dict[tuple, tuple[tuple, Any]] = {}  # batch -> (key, requests) of the batch after it; oldest first
         self._last: tuple | None = None
         self._made: _Made | None = None
         self.hits = self.misses = self.made = 0
@@ -83,7 +89,7 @@ class Lookahead:
         for g, pos in zip(self.server.generators, positions):
             g.seek(pos)
 
-    def take(self, function: str, args: tuple) -> torch.Tensor | None:
+    def take(self, function: str, args: tuple, kwargs: dict | None = None) -> torch.Tensor | None:
         """The answer made ahead for this request, or None: then nothing was made ahead or it was
         for another request, and every stream stands where it stood before (serve as usual)."""
         if function in NEUTRAL:
@@ -91,21 +97,24 @@ class Lookahead:
         made, self._made = self._made, None
         if made is None:
             return None
-        if batch_key(function, args) == made.key:
+        if batch_key(function, args, kwargs) == made.key:
             self.hits += 1
             return made.result
         self.misses += 1
         self._rewind(made.before)
         return None
 
-    def served(self, function: str, args: tuple) -> None:
+    def served(self, function: str, args: tuple, kwargs: dict | None = None) -> None:
         """After answering a request: learn which batch followed which, then make the batch that
         followed this one last time (nothing after any other request)."""
         if function in NEUTRAL:
             return
-        key = batch_key(function, args)
+        key = batch_key(function, args, kwargs)
         if key is not None and self._last is not None:
+            self._next.pop(self._last, None)  # re-inserted as the newest
             self._next[self._last] = (key, args[0])
+            while len(self._next) > MAX_REMEMBERED:
+                del self._next[next(iter(self._next))]
         self._last = key
         guess = self._next.get(key) if key is not None else None
         if guess is None:
@@ -158,17 +167,25 @@ def serve() -> None:
             return
         function, args, kwargs = message["function"], message["args"], message["kwargs"]
         server.device = message["device"]
-        result = server.ahead.take(function, args)
+        result = server.ahead.take(function, args, kwargs)
         if result is None:
             result = getattr(server, function)(*args, **kwargs)
         comm.get().send_obj(result.size(), 0, server.ttp_group)
         comm.get().broadcast(result, ttp_rank, server.comm_group)
-        server.ahead.served(function, args)
+        del result  # sent: at most one batch (the next) is held while it is made
+        server.ahead.served(function, args, kwargs)
 
 
 def dealer_stats() -> dict[str, float]:
-    """Party 0: the dealer's look-ahead counters so far (one round trip, no randomness drawn)."""
+    """Party 0: the dealer's look-ahead counters so far (one round trip, no randomness drawn).
+
+    Only between planned blocks, and only with a dealer that looks ahead
+    (``PartySpec.dealer_lookahead``): CrypTen's own dealer has no such request and would stop."""
     from crypten.mpc.provider.ttp_provider import TTPClient
 
+    from mpc import preprocessing
+
+    if preprocessing.in_block():
+        raise RuntimeError("dealer_stats() inside a planned block would take the block's place in the plan")
     hits, misses, made, micros = (int(v) for v in TTPClient.get().ttp_request("ahead_stats", None))
     return {"hits": hits, "misses": misses, "made": made, "seconds": micros / 1e6}

@@ -613,6 +613,12 @@ def _recording_log():
 # ------------------------------------------------------------------ blocks
 
 
+def in_block() -> bool:
+    """True inside a planned block (its dry run or its replay), where every dealer request is
+    the plan's."""
+    return _state.mode is not None
+
+
 def _active() -> bool:
     if not _ENABLED or _state.mode is not None:  # nested blocks run inside the outer one
         return False

@@ -52,7 +52,7 @@ class ChaChaGenerator:
         """A 63-bit fingerprint of the key (CrypTen's tests compare generators this way)."""
         return self._fingerprint
 
-    def _encryptor(self, block: int):
+    def _encryptor(self, block: int):  # noqa: ANN202 - cryptography's CipherContext
         # OpenSSL's 16-byte ChaCha20 IV: the 32-bit block counter (little endian), then the nonce (0)
         return Cipher(algorithms.ChaCha20(self._key, block.to_bytes(4, "little") + bytes(12)), mode=None).encryptor()
 

@@ -88,8 +88,8 @@ class PartySpec:
     # keep the offline dealer's plans between rounds (mpc.preprocessing.set_plan_cache): only
     # for code that does not change between rounds, as the launcher's does not
     reuse_plans: bool = False
-    # the dealer makes its next batch while the parties compute (mpc.lookahead); the same words
-    # either way, so on by default; off to measure what it buys
+    # the dealer makes its next batch while the parties compute (mpc.lookahead); on by default,
+    # off to measure what it buys
     dealer_lookahead: bool = True
 
     def __post_init__(self) -> None:
@@ -307,20 +307,21 @@ def _serve_as_dealer(lookahead: bool = True) -> None:
         return obj
 
     comm.DistributedCommunicator.recv_obj = recv_obj
+    stopped = ""
     try:
         if lookahead:
             from mpc import lookahead as ahead
 
             try:
                 ahead.serve()
-            except RuntimeError as err:  # what TTPServer swallows: the peer is gone
-                log.info("dealer stopped: %s", err)
+            except RuntimeError as err:  # what TTPServer swallows (a peer gone, a bad request): said below
+                stopped = f": {type(err).__name__}: {err}"
         else:
             TTPServer()
     finally:
         comm.DistributedCommunicator.recv_obj = original_recv_obj
     if not state["terminated"]:
-        raise PartyFailure("TTP dealer lost its clients before a clean shutdown")
+        raise PartyFailure(f"TTP dealer lost its clients before a clean shutdown{stopped}")
     if comm.is_initialized():
         import torch.distributed as dist
 

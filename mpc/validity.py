@@ -16,8 +16,8 @@ encryption, in one batched comparison:
 then AND the bits of each row and open **one bit per row**: valid or not. With the edaBits
 comparisons the bits stay XOR-shared, are packed 64 to a word and ANDed four words at a time
 (:func:`mpc.bitprods.and_bits`), and the row's bit is opened as an XOR; on CrypTen's path, a
-log-depth product tree of the arithmetic bits. For an honest row the bit is always 1, so it says nothing about the row's values; for an
-invalid row it says only that it broke the contract.
+log-depth product tree of the arithmetic bits. For an honest row the bit is always 1, so it
+says nothing about the row's values; for an invalid row it says only that it broke the contract.
 """
 
 from __future__ import annotations
@@ -46,8 +46,8 @@ def valid_rows(Xq, F, bits: int, prompt_abs: float) -> torch.Tensor:
     fixed point at 16 bits) satisfy the input contract? Opened at every party; nothing else is.
 
     Rounds: 1 multiplication (norms) + 1 batched comparison + the AND of ``W = 2m + 2d + 1``
-    bits per row + 1 opening. edaBits: 4 + ``ceil(log4 ceil(W / 64)) + 3`` (11 in all for m 64,
-    d 256); CrypTen's path: its comparison, then ``ceil(log2 W)`` AND rounds.
+    bits per row + 1 opening. edaBits: ``1 + 4 + (ceil(log4 ceil(W / 64)) + 3) + 1`` (11 for m
+    64, d 256); CrypTen's path: its comparison and B2A, then ``ceil(log2 W)`` AND rounds.
     """
     ct = import_crypten()
     N, m = Xq.shape

@@ -297,13 +297,13 @@ def _servers(args, world, X, P, config, modes: list[bool]) -> list[dict]:
     return parts
 
 
-def _spec(args, n_parties: int):
+def _spec(args: argparse.Namespace, n_parties: int):  # noqa: ANN202 - mpc.runtime.PartySpec, imported late
     from mpc.runtime import PartySpec
 
     return PartySpec(n_parties, reuse_plans=args.reuse_plans, dealer_lookahead=args.lookahead)
 
 
-def _dealer_ahead(args, party) -> dict | None:
+def _dealer_ahead(args: argparse.Namespace, party) -> dict | None:  # noqa: ANN001
     """Compute party 0, between runs: the dealer's look-ahead counters so far (a request that draws nothing)."""
     from mpc.lookahead import dealer_stats
 

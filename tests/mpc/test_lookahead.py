@@ -90,17 +90,29 @@ def test_the_invisibility_check_catches_a_dealer_that_does_not_rewind():
     assert not all(same) and plain_pos != ahead_pos
 
 
-def test_a_guess_that_cannot_be_made_is_dropped_and_the_streams_stay_put(caplog):
+@pytest.mark.parametrize("rewind", [True, False])
+def test_a_guess_that_cannot_be_made_is_dropped_and_the_streams_stay_put(caplog, monkeypatch, rewind):
+    """A batch that fails half made (after drawing) leaves no trace; without the rewind, the
+    streams would be moved (the check below can fail)."""
     keys = [os.urandom(32) for _ in range(2)]
     server = _dealer(keys)
     ahead = lookahead.Lookahead(server)
-    bad = [("bitprods", (2, 11))]  # wider than bitprods.MAX_WIDTH: the dealer refuses it
-    ahead._next[lookahead.batch_key("batch", (CHECK,))] = (lookahead.batch_key("batch", (bad,)), bad)
-    server.batch(CHECK)
+    if not rewind:
+        monkeypatch.setattr(ahead, "_rewind", lambda positions: None)
+    ahead.served("batch", (CLUSTER,))
+    ahead.served("batch", (CHECK,))  # learnt: CHECK follows CLUSTER
+    real = server.batch
+
+    def draws_then_fails(requests):
+        real(requests)  # every stream moves
+        raise ValueError("the dealer refuses this batch")
+
+    monkeypatch.setattr(server, "batch", draws_then_fails)
     before = [g.tell() for g in server.generators]
-    ahead.served("batch", (CHECK,))
-    assert [g.tell() for g in server.generators] == before and ahead.made == 0
+    ahead.served("batch", (CLUSTER,))  # guesses CHECK, which fails
+    assert ahead.made == 0 and ahead._made is None
     assert "could not make its next batch ahead" in caplog.text
+    assert ([g.tell() for g in server.generators] == before) is rewind
 
 
 @pytest.mark.parametrize("function, args", [("batch", ([("square", (2,))],)), ("square", (torch.Size([2]),))])
@@ -110,3 +122,5 @@ def test_batch_key_tells_batches_apart_and_ignores_list_or_tuple(function, args)
         assert key is None
     else:
         assert key == lookahead.batch_key("batch", ([["square", [2]]],)) != lookahead.batch_key("batch", ([("square", (3,))],))
+        assert key != lookahead.batch_key("batch", ([("square", (2.0,))],))  # the dealer's code judges a float size
+        assert lookahead.batch_key("batch", args, {"extra": 1}) is None
