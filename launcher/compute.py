@@ -53,17 +53,14 @@ def serve(cfg: Config, world: World, mpc_world: World, rd: RunDir, resume_round:
     (``{"k", "warm", "features"}``) and its adaptive-k schedule is the clients' own, driven by
     the revealed k. Compute party 0 then keeps the round's books (module docstring).
     """
-    from launcher.topology import server_layout
+    from launcher.topology import party_spec, server_layout
     from mpc.compat import import_crypten
-    from mpc.runtime import PartySpec, init_from_mpi, shutdown
+    from mpc.runtime import init_from_mpi, shutdown
     from mpc.servers import Inbox, drain_late, serve_round
     from prompts.backbone import text_width
 
     layout = server_layout(cfg)
-    spec = PartySpec(cfg.mpc.servers, dealer=cfg.mpc.dealer, address=cfg.mpc.address,  # type: ignore[arg-type]
-                     timeout_s=cfg.mpc.timeout_s, allow_insecure=cfg.mpc.allow_insecure,
-                     reuse_plans=cfg.mpc.reuse_plans, dealer_lookahead=cfg.mpc.dealer_lookahead)
-    party = init_from_mpi(spec, comm=mpc_world._comm)
+    party = init_from_mpi(party_spec(cfg, cfg.mpc.servers), comm=mpc_world._comm)
     if party.is_dealer:
         return 0
     cc = import_crypten().communicator.get()

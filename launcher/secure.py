@@ -27,18 +27,10 @@ log = logging.getLogger(__name__)
 
 def join_party_world(cfg: Config, world: World) -> Any:
     """Join the CrypTen party world (collective over every MPI rank, dealer included)."""
-    from mpc.runtime import PartySpec, init_from_mpi
+    from launcher.topology import party_spec
+    from mpc.runtime import init_from_mpi
 
-    spec = PartySpec(
-        cfg.n_clients,
-        dealer=cfg.mpc.dealer,  # type: ignore[arg-type]
-        address=cfg.mpc.address,
-        timeout_s=cfg.mpc.timeout_s,
-        allow_insecure=cfg.mpc.allow_insecure,
-        reuse_plans=cfg.mpc.reuse_plans,
-        dealer_lookahead=cfg.mpc.dealer_lookahead,
-    )
-    return init_from_mpi(spec)
+    return init_from_mpi(party_spec(cfg, cfg.n_clients))
 
 
 def _reduce_all(

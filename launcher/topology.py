@@ -57,15 +57,18 @@ def world_size(cfg: Config) -> int:
         return cfg.n_clients
     if cfg.mpc.topology == "servers":
         return server_layout(cfg).world_size
-    return _peer_spec(cfg).world_size
+    return party_spec(cfg, cfg.n_clients).world_size
 
 
-def _peer_spec(cfg: Config) -> "PartySpec":
-    """The peer topology's party world (imported late, as above)."""
+def party_spec(cfg: Config, n_parties: int) -> "PartySpec":
+    """The party world of a run, from ``cfg.mpc``, written once for both topologies
+    (``n_parties``: the clients in ``peer``, the compute parties in ``servers``; imported late,
+    as above)."""
     from mpc.runtime import PartySpec
 
-    return PartySpec(cfg.n_clients, dealer=cfg.mpc.dealer,  # type: ignore[arg-type]
-                     allow_insecure=cfg.mpc.allow_insecure)
+    return PartySpec(n_parties, dealer=cfg.mpc.dealer, address=cfg.mpc.address,  # type: ignore[arg-type]
+                     timeout_s=cfg.mpc.timeout_s, allow_insecure=cfg.mpc.allow_insecure,
+                     reuse_plans=cfg.mpc.reuse_plans, dealer_lookahead=cfg.mpc.dealer_lookahead)
 
 
 def needs_recovery(cfg: Config) -> bool:
@@ -94,7 +97,7 @@ def client_ranks_for(cfg: Config, world: World, uses_mpc: bool) -> int:
             raise ConfigError(f"mpc.topology=servers: {got}; it needs {layout.world_size}:\n  {hint}")
         return layout.n_client_ranks
     if uses_mpc:
-        spec = _peer_spec(cfg)
+        spec = party_spec(cfg, cfg.n_clients)
         if not launched_by_mpi():
             raise ConfigError(
                 f"method={cfg.method} runs one party per client under mpirun:\n  "

@@ -171,7 +171,8 @@ _SHIFT = torch.arange(WORD_BITS, dtype=torch.long)
 def pack_bits(bits: torch.Tensor, pad: int = 0) -> torch.Tensor:
     """Bit 0 of each element along the last dimension, 64 to a word (``..., ceil(W / 64)``),
     the last word padded with ``pad`` (0 or 1). Bits move to disjoint places, so XOR shares of
-    the bits pack to XOR shares of the words."""
+    the bits pack to XOR shares of the words. (The carry tree's ``comparison._pack`` packs
+    words whose bits sit at multiples of ``f``: a different layout, kept there.)"""
     lead, W = tuple(bits.shape[:-1]), int(bits.shape[-1])
     bits = bits & 1
     extra = (-W) % WORD_BITS

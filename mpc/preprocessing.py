@@ -620,7 +620,7 @@ def in_block() -> bool:
 
 
 def _active() -> bool:
-    if not _ENABLED or _state.mode is not None:  # nested blocks run inside the outer one
+    if not _ENABLED or in_block():  # nested blocks run inside the outer one
         return False
     ct = import_crypten()
     if ct.cfg.mpc.provider != "TTP" or not ct.communicator.is_initialized():
