@@ -74,8 +74,9 @@ class Lookahead:
     ``server``: a ``TTPServer`` with :mod:`mpc.prg` generators (``server.generators``) and the
     ``batch`` method of :mod:`mpc.preprocessing`."""
 
-    def __init__(self, server: Any) -> None:
+    def __init__(self, server: Any, enabled: bool = True) -> None:
         self.server = server
+        self.enabled = enabled
         self._next: dict[tuple, tuple[tuple, Any]] = {}  # batch -> (key, requests) of the batch after it; oldest first
         self._last: tuple | None = None
         self._made: _Made | None = None
@@ -107,7 +108,7 @@ class Lookahead:
     def served(self, function: str, args: tuple, kwargs: dict | None = None) -> None:
         """After answering a request: learn which batch followed which, then make the batch that
         followed this one last time (nothing after any other request)."""
-        if function in NEUTRAL:
+        if function in NEUTRAL or not self.enabled:
             return
         key = batch_key(function, args, kwargs)
         if key is not None and self._last is not None:
@@ -136,12 +137,16 @@ class Lookahead:
         return torch.tensor([self.hits, self.misses, self.made, round(self.seconds * 1e6)], dtype=torch.long)
 
 
-def serve() -> None:
-    """CrypTen's ``TTPServer`` loop, with a :class:`Lookahead`: runs until party 0 says
-    "terminate" (returns) or its connection breaks (CrypTen's RuntimeError, left to the caller
-    to tell apart, as for ``TTPServer``)."""
+def serve(lookahead: bool = True) -> None:
+    """CrypTen's ``TTPServer`` loop, with a :class:`Lookahead` (unless ``lookahead`` is off)
+    and batches streamed in chunks (:func:`mpc.preprocessing.stream_batch`): runs until
+    party 0 says "terminate" (returns) or its connection breaks (CrypTen's RuntimeError, left
+    to the caller to tell apart, as for ``TTPServer``). Any other request is answered as
+    CrypTen's server answers it."""
     crypten = import_crypten()
     from crypten.mpc.provider.ttp_provider import TTPServer
+
+    from mpc import preprocessing
 
     comm = crypten.communicator
 
@@ -152,15 +157,19 @@ def serve() -> None:
             self.comm_group = comm.get().ttp_comm_group
             self.device = "cpu"
             self._setup_generators()
-            self.ahead = Lookahead(self)
+            self.ahead = Lookahead(self, enabled=lookahead)
 
         def ahead_stats(self) -> torch.Tensor:
             return self.ahead.stats()
 
     server = LookaheadServer()
     ttp_rank = comm.get().get_ttp_rank()
+    sending: list = []  # the last batch's chunks in flight
     while True:
         message = comm.get().recv_obj(0, server.ttp_group)
+        for work, _ in sending:  # party 0 has used them all before it asks again; frees them
+            work.wait()
+        sending = []
         if message == "terminate":
             _logger.info("dealer look-ahead: %d hits, %d misses, %d batches made ahead in %.2f s",
                          server.ahead.hits, server.ahead.misses, server.ahead.made, server.ahead.seconds)
@@ -168,11 +177,14 @@ def serve() -> None:
         function, args, kwargs = message["function"], message["args"], message["kwargs"]
         server.device = message["device"]
         result = server.ahead.take(function, args, kwargs)
-        if result is None:
-            result = getattr(server, function)(*args, **kwargs)
-        comm.get().send_obj(result.size(), 0, server.ttp_group)
-        comm.get().broadcast(result, ttp_rank, server.comm_group)
-        del result  # sent: at most one batch (the next) is held while it is made
+        if batch_key(function, args, kwargs) is not None:  # party 0's batch: streamed
+            sending = preprocessing.stream_batch(server, args[0], result)
+        else:
+            if result is None:
+                result = getattr(server, function)(*args, **kwargs)
+            comm.get().send_obj(result.size(), 0, server.ttp_group)
+            comm.get().broadcast(result, ttp_rank, server.comm_group)
+        del result  # sent (or sending): at most one batch (the next) is made while it goes
         server.ahead.served(function, args, kwargs)
 
 

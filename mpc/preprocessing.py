@@ -65,6 +65,13 @@ BEAVER_OPS = ("mul", "matmul", "conv1d", "conv2d", "conv_transpose1d", "conv_tra
 #: Most int64 words of party-0 material one dealer batch may carry (2 GiB); a block that needs
 #: more is split into several batches.
 MAX_BATCH_WORDS = 2**28
+#: A batch arrives in chunks (cut at request boundaries) that party 0 uses as they come: the
+#: first is small, so the block starts after a short wait, and each next one doubles, up to
+#: :data:`STREAM_MAX_WORDS` (8 MB), so a 37 MB batch is about ten messages, not one.
+STREAM_FIRST_WORDS = 2**15
+STREAM_MAX_WORDS = 2**20
+#: gloo tag of the dealer's chunks to party 0 (only these two ever use it)
+STREAM_TAG = 0x5EC
 
 _ENABLED = True
 #: Off by default: a kept plan is reused on the strength of its key alone, so code that changes
@@ -201,7 +208,7 @@ class _State:
         self.recorded: list = []  # (phase, request) during a dry run
         self.plan: list = []  # requests of the block being replayed
         self.pos = 0
-        self.store: list | None = None  # party 0's dealer-made shares, in plan order
+        self.store: Incoming | None = None  # party 0's dealer-made shares, in plan order
         self.pending: torch.Tensor | None = None  # the share the next ttp_request returns (party 0)
         self.poisoned: str | None = None  # set by a mismatch: no request is served afterwards
         self.plans: dict = {}  # planned(key=...) -> [(phase, request)], the same at every party
@@ -240,8 +247,7 @@ def _check(req: tuple) -> None:
             "(continuing would compute on mismatched correlated randomness)"
         )
     if s.store is not None:
-        s.pending = s.store[s.pos]
-        s.store[s.pos] = None  # each share is used once
+        s.pending = s.store.take(s.pos)
     s.pos += 1
 
 
@@ -480,35 +486,84 @@ def _tfp_edabits_rng(self, size, device=None):  # noqa: ANN001 - a TrustedFirstP
     return ArithmeticSharedTensor(r, precision=0, src=0), BinarySharedTensor(r, src=0)
 
 
-def _dealer_batch(self, requests):  # noqa: ANN001 - a TTPServer method
-    """The dealer's side of the offline phase: party 0's shares of every planned request, in
-    plan order, as one flat tensor. Uses CrypTen's own per-request methods, so every party's
-    stream is consumed exactly as one request at a time would consume it."""
+def validate_batch(requests: Any) -> tuple[list[tuple], list[int]]:
+    """The dealer's check of a batch request, before it draws anything: a list of requests of
+    known kinds and shapes, at most :data:`MAX_BATCH_WORDS` words in all. Returns the requests
+    and the words of party 0's share of each."""
     if not isinstance(requests, (list, tuple)):
         raise ValueError("a dealer batch is a list of requests")
     reqs = [tuple(r) for r in requests]
     sizes = []
-    for r in reqs:  # validate all before drawing anything
+    for r in reqs:
         if not r or r[0] not in KINDS:
             raise ValueError(f"unknown dealer request {r!r}")
         sizes.append(math.prod(output_shape(r)))
-    words = sum(sizes)
-    if len(reqs) > 1 and words > MAX_BATCH_WORDS:  # party 0 splits bigger phases (one huge request: as CrypTen)
-        raise ValueError(f"a dealer batch of {words} words is over the cap of {MAX_BATCH_WORDS}")
+    if len(reqs) > 1 and sum(sizes) > MAX_BATCH_WORDS:  # party 0 splits bigger blocks (one huge request: as CrypTen)
+        raise ValueError(f"a dealer batch of {sum(sizes)} words is over the cap of {MAX_BATCH_WORDS}")
+    return reqs, sizes
+
+
+def _make(server, reqs: list[tuple]) -> torch.Tensor:  # noqa: ANN001 - a TTPServer
+    """Party 0's shares of ``reqs``, in order, as one flat tensor (CrypTen's own per-request
+    methods: every party's stream is consumed exactly as one request at a time would consume it)."""
     out = []
     for r in reqs:
         kind = r[0]
         if kind == "additive":
             _, size0, size1, op, extra, kw = r
-            share = self.additive(torch.Size(size0), torch.Size(size1), op, *extra, **dict(kw))
+            share = server.additive(torch.Size(size0), torch.Size(size1), op, *extra, **dict(kw))
         elif kind == "binary":
-            share = self.binary(torch.Size(r[1]), torch.Size(r[2]))
+            share = server.binary(torch.Size(r[1]), torch.Size(r[2]))
         elif kind == "bitand":
-            share = self.bitand(torch.Size(r[1]), r[2], r[3])
+            share = server.bitand(torch.Size(r[1]), r[2], r[3])
         else:
-            share = getattr(self, kind)(torch.Size(r[1]))
+            share = getattr(server, kind)(torch.Size(r[1]))
         out.append(share.reshape(-1))
     return torch.cat(out) if out else torch.zeros(0, dtype=torch.long)
+
+
+def _dealer_batch(self, requests):  # noqa: ANN001 - a TTPServer method
+    """The dealer's side of the offline phase: party 0's shares of every planned request, in
+    plan order, as one flat tensor (what :func:`stream_batch` sends)."""
+    reqs, _ = validate_batch(requests)
+    return _make(self, reqs)
+
+
+def stream_chunks(words: list[int]) -> list[tuple[int, int]]:
+    """How a batch of requests with these word counts travels: ``(first, end)`` request indices
+    per chunk, the same at the dealer and party 0. Chunks end at request boundaries, once they
+    hold :data:`STREAM_FIRST_WORDS` words, then twice that, ... up to :data:`STREAM_MAX_WORDS`."""
+    chunks: list[tuple[int, int]] = []
+    lo, total, target = 0, 0, STREAM_FIRST_WORDS
+    for i, n in enumerate(words):
+        total += n
+        if total >= target:
+            chunks.append((lo, i + 1))
+            lo, total, target = i + 1, 0, min(2 * target, STREAM_MAX_WORDS)
+    if lo < len(words):
+        chunks.append((lo, len(words)))
+    return chunks
+
+
+def stream_batch(server, requests: Any, made: torch.Tensor | None = None) -> list:  # noqa: ANN001
+    """The dealer answers party 0's batch request in :func:`stream_chunks`, each sent as soon as
+    it is made (or all at once from ``made``, the whole batch made ahead by
+    :mod:`mpc.lookahead`): party 0 starts the block when the first chunk is in and the rest
+    arrives while it computes. Everything is checked before anything is drawn. Returns the sends
+    in flight (with their tensors); wait for them before the next request is served."""
+    import torch.distributed as dist
+
+    reqs, words = validate_batch(requests)
+    if made is not None and made.numel() != sum(words):
+        raise RuntimeError(f"the batch made ahead has {made.numel()} words, the request needs {sum(words)}")
+    sends, at = [], 0
+    for lo, hi in stream_chunks(words):
+        n = sum(words[lo:hi])
+        part = made[at : at + n] if made is not None else _make(server, reqs[lo:hi])
+        at += n
+        if n:
+            sends.append((dist.isend(part, dst=0, group=server.comm_group, tag=STREAM_TAG), part))
+    return sends
 
 
 # ------------------------------------------------------------------ dry run
@@ -651,11 +706,12 @@ def planned(block: str, fn: Callable[[Any], T], log, key: Any = None) -> T:  # n
     rank = comm.get_rank()
     # the comparison protocol is module state, not an argument: it is part of every key
     cache_key = None if key is None or not _PLAN_CACHE else (block, comm.get_world_size(), comparison.method(), key)
-    offline: dict[str, list[float]] = {}  # phase -> [seconds, rounds, bytes]
+    # phase -> [seconds, rounds, bytes, seconds inside the block's own timing (waits for chunks)]
+    offline: dict[str, list[float]] = {}
 
-    def charge(phase: str, seconds: float, rounds: int = 0, nbytes: int = 0) -> None:
-        row = offline.setdefault(phase, [0.0, 0, 0])
-        row[0] += seconds
+    def charge(phase: str, seconds: float, rounds: int = 0, nbytes: int = 0, inside: bool = False) -> None:
+        row = offline.setdefault(phase, [0.0, 0, 0, 0.0])
+        row[3 if inside else 0] += seconds
         row[1] += rounds
         row[2] += nbytes
 
@@ -678,6 +734,8 @@ def planned(block: str, fn: Callable[[Any], T], log, key: Any = None) -> T:  # n
                 f"{len(plan)} planned requests; stopping"
             )
     finally:
+        if store is not None:
+            _ORPHANED.extend(store.in_flight())  # none unless the block failed
         _state.mode, _state.block, _state.plan, _state.pos = None, "", [], 0
         _state.store, _state.pending = None, None
     _charge_log(log, offline)
@@ -719,15 +777,67 @@ def _make_plan(block: str, fn, comm, rank: int, charge) -> list[tuple[str, tuple
     return tagged
 
 
-def _fetch(tagged: list[tuple[str, tuple]], charge) -> list[torch.Tensor]:  # noqa: ANN001
-    """Party 0: the dealer's shares for the whole plan in one batch request (split only when
-    it needs more than :data:`MAX_BATCH_WORDS`). Each round trip's rounds and bytes are charged
-    to the phase of its first request (where the block starts); its seconds are shared out
-    among the phases it serves in proportion to their words (the dealer's work is about
-    linear in them)."""
+class Incoming:
+    """Party 0's dealer-made shares of one block, in plan order, as they arrive.
+
+    The dealer streams a batch in chunks (:func:`stream_batch`); each share is a view into its
+    chunk's receive buffer, and :meth:`take` waits for that chunk only when the block needs
+    it, so the transfer overlaps the block's online phase instead of preceding it. Time spent
+    waiting is charged to the phase of the request that waited (offline seconds, inside the
+    phase's wall time)."""
+
+    def __init__(self, phases: list[str], charge) -> None:  # noqa: ANN001
+        self._phases = phases
+        self._charge = charge
+        self._shares: list[torch.Tensor | None] = []
+        self._chunk: list[int] = []
+        self._works: list = []
+
+    def add_chunk(self, buffer: torch.Tensor, shapes: list[tuple[int, ...]], work) -> None:  # noqa: ANN001
+        """One chunk's receive buffer (``work``: its receive in flight) and its shares' shapes."""
+        self._works.append(work)
+        at = 0
+        for shape in shapes:
+            n = math.prod(shape)
+            self._shares.append(buffer[at : at + n].view(shape))
+            self._chunk.append(len(self._works) - 1)
+            at += n
+
+    def take(self, i: int) -> torch.Tensor:
+        """Share ``i`` (each is handed out once), after its chunk has arrived."""
+        c = self._chunk[i]
+        if self._works[c] is not None:
+            t0 = time.perf_counter()
+            self._works[c].wait()
+            self._works[c] = None
+            self._charge(self._phases[i], time.perf_counter() - t0, inside=True)
+        share, self._shares[i] = self._shares[i], None
+        if share is None:
+            raise PlanMismatch(f"the dealer's share {i + 1} of this block was used twice")
+        return share
+
+    def in_flight(self) -> list:
+        return [w for w in self._works if w is not None]
+
+
+#: receives left in flight by a block that failed (kept alive with their buffers; the party
+#: world is over anyway: see :func:`_fail`)
+_ORPHANED: list = []
+
+
+def _fetch(tagged: list[tuple[str, tuple]], charge) -> Incoming:  # noqa: ANN001
+    """Party 0: ask the dealer for the whole plan in one batch request (split only when it
+    needs more than :data:`MAX_BATCH_WORDS`) and post the receives of its chunks
+    (:func:`stream_chunks`); returns at once, the shares arrive while the block runs. Each
+    request's rounds and bytes (the request, then its chunks as one round) are charged to the
+    phase of its first share, where the block starts."""
+    import torch.distributed as dist
     from crypten.mpc.provider.ttp_provider import TTPClient
 
+    ct = import_crypten()
+    comm = ct.communicator.get()
     client = TTPClient.get()
+    ttp_rank = comm.get_ttp_rank()
     shapes = [output_shape(r) for _, r in tagged]
     words = [math.prod(s) for s in shapes]
     batches: list[tuple[int, int]] = []  # start, end
@@ -739,32 +849,28 @@ def _fetch(tagged: list[tuple[str, tuple]], charge) -> list[torch.Tensor]:  # no
         total += words[i]
     if tagged:
         batches.append((start, len(tagged)))
-    store: list[torch.Tensor] = []
+    store = Incoming([p for p, _ in tagged], charge)
     for lo, hi in batches:
         r0, b0, t0 = *_counters(), time.perf_counter()
-        flat = client.ttp_request("batch", None, [r for _, r in tagged[lo:hi]])
-        need = sum(words[lo:hi])
-        if flat.numel() != need:
-            raise PlanMismatch(f"the dealer returned {flat.numel()} words for a batch that needs {need}")
-        at = 0
-        for s, n in zip(shapes[lo:hi], words[lo:hi]):
-            store.append(flat[at : at + n].view(s))
-            at += n
+        message = {"function": "batch", "device": None, "args": ([r for _, r in tagged[lo:hi]],), "kwargs": {}}
+        comm.send_obj(message, ttp_rank, client.ttp_group)
+        for clo, chi in stream_chunks(words[lo:hi]):
+            n = sum(words[lo + clo : lo + chi])
+            buffer = torch.empty(n, dtype=torch.long)
+            work = dist.irecv(buffer, src=ttp_rank, group=client.comm_group, tag=STREAM_TAG) if n else None
+            store.add_chunk(buffer, shapes[lo + clo : lo + chi], work)
+        if ct.cfg.communicator.verbose:
+            comm._log_communication(sum(words[lo:hi]))  # the chunks: one round, party 0 receives
         r1, b1 = _counters()
-        seconds = time.perf_counter() - t0
-        by_phase: dict[str, int] = {}
-        for (phase, _), n in zip(tagged[lo:hi], words[lo:hi]):
-            by_phase[phase] = by_phase.get(phase, 0) + n
-        charge(tagged[lo][0], 0.0, r1 - r0, b1 - b0)
-        for phase, n in by_phase.items():
-            charge(phase, seconds * n / max(1, need))
+        charge(tagged[lo][0], time.perf_counter() - t0, r1 - r0, b1 - b0)
     return store
 
 
 def _charge_log(log, offline: dict[str, list[float]]) -> None:  # noqa: ANN001
     from mpc.stats import PhaseStats
 
-    for name, (seconds, rounds, nbytes) in offline.items():
+    for name, (seconds, rounds, nbytes, inside) in offline.items():
+        # waits inside the block are already in the phase's wall time: offline, not added again
         extra = PhaseStats(name, seconds=seconds, rounds=int(rounds), bytes=int(nbytes),
-                           offline_seconds=seconds, offline_rounds=int(rounds), offline_bytes=int(nbytes))
+                           offline_seconds=seconds + inside, offline_rounds=int(rounds), offline_bytes=int(nbytes))
         log.phases.setdefault(name, PhaseStats(name)).add(extra)

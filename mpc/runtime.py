@@ -287,15 +287,13 @@ def start_party(rank: int, spec: PartySpec, rendezvous: str) -> Party:
 
 
 def _serve_as_dealer(lookahead: bool = True) -> None:
-    """Run CrypTen's TTP server (with :mod:`mpc.lookahead` unless ``lookahead`` is off), but fail
-    loudly when a client vanishes.
+    """Run CrypTen's TTP server (:func:`mpc.lookahead.serve`: batches streamed, and made ahead
+    unless ``lookahead`` is off), but fail loudly when a client vanishes.
 
     ``TTPServer`` returns normally both on a clean "terminate" and when its peer dies
     (it swallows the RuntimeError); we tell them apart so a crash exits non-zero.
     """
     crypten = import_crypten()
-    from crypten.mpc.provider.ttp_provider import TTPServer
-
     comm = crypten.communicator
     state = {"terminated": False}
     original_recv_obj = comm.DistributedCommunicator.recv_obj
@@ -309,15 +307,12 @@ def _serve_as_dealer(lookahead: bool = True) -> None:
     comm.DistributedCommunicator.recv_obj = recv_obj
     stopped = ""
     try:
-        if lookahead:
-            from mpc import lookahead as ahead
+        from mpc import lookahead as ahead
 
-            try:
-                ahead.serve()
-            except RuntimeError as err:  # what TTPServer swallows (a peer gone, a bad request): said below
-                stopped = f": {type(err).__name__}: {err}"
-        else:
-            TTPServer()
+        try:
+            ahead.serve(lookahead)
+        except RuntimeError as err:  # what TTPServer swallows (a peer gone, a bad request): said below
+            stopped = f": {type(err).__name__}: {err}"
     finally:
         comm.DistributedCommunicator.recv_obj = original_recv_obj
     if not state["terminated"]:

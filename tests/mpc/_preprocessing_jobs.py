@@ -10,19 +10,26 @@ from mpc.stats import CommLog
 
 
 def _online_requests():
-    """Count party 0's online dealer requests (anything but the offline batches)."""
+    """Count party 0's online dealer requests and its offline batches (streamed, not asked
+    through ``ttp_request``)."""
     from crypten.mpc.provider.ttp_provider import TTPClient
 
     cls = TTPClient._TTPClient__TTPClient
     counts = {"online": 0, "batch": 0}
     inner = cls.ttp_request
+    fetch = preprocessing._fetch
 
     def counting(self, func_name, device, *args, **kwargs):
         if preprocessing._state.mode != "replay":  # a replayed request is served from the store
-            counts["batch" if func_name == "batch" else "online"] += 1
+            counts["online"] += 1
         return inner(self, func_name, device, *args, **kwargs)
 
+    def counting_fetch(tagged, charge):
+        counts["batch"] += 1
+        return fetch(tagged, charge)
+
     cls.ttp_request = counting
+    preprocessing._fetch = counting_fetch
     return counts
 
 
