@@ -29,9 +29,13 @@ offline-dealer run goes first, so any warm-up cost of the process falls on it, n
 baseline. ``--no-offline`` runs only CrypTen's path. ``--comparison crypten`` keeps CrypTen's
 comparisons in the new path and ``--ring`` CrypTen's ring all-reduce for openings (to tell apart
 the gains of the offline dealer, the edaBits comparisons, :mod:`mpc.comparison`, and the
-one-hop openings, :mod:`mpc.transport`). ``--repeat N`` runs the round N times and
-reports the last (``first_*``: the first); the later runs reuse the offline dealer's plans (no
-dry run), as the launcher's later rounds do, unless ``--no-reuse-plans``. The dealer makes its
+one-hop openings, :mod:`mpc.transport`). ``--repeat N`` runs the round N times: ``seconds``,
+``offline_seconds`` are then medians over the warm runs (all but the first; ``online_seconds``
+their difference; ``first_*``: the first run, ``seconds_all``: every run), the counters the last run's; the
+later runs reuse the offline dealer's plans (no dry run), as the launcher's later rounds do,
+unless ``--no-reuse-plans``. ``--baseline-repeat B`` runs the baseline B times after them
+(``baseline_seconds``: the median, ``baseline_seconds_all``: every run): on a shared, noisy
+machine a ratio of two single runs moves by a quarter either way, medians by much less. The dealer makes its
 next batch while the parties compute (:mod:`mpc.lookahead`) unless ``--no-lookahead``;
 ``dealer_lookahead`` gives its counters so far (hits, misses, batches made ahead, its seconds
 on them), asked for by compute party 0 after the reported run.
@@ -75,7 +79,10 @@ def parse(argv: list[str]) -> argparse.Namespace:
                     help="comparison protocol of the new path (mpc.comparison); the baseline always uses CrypTen's")
     ap.add_argument("--repeat", type=int, default=1,
                     help="run the round this many times (same inputs, same party world) before the baseline; the "
-                         "figures are the last run's, first_seconds / first_offline_seconds the first run's")
+                         "times are medians over the runs after the first, the counters the last run's, "
+                         "first_seconds / first_offline_seconds the first run's")
+    ap.add_argument("--baseline-repeat", type=int, default=1,
+                    help="with --baseline: run the baseline this many times; baseline_seconds is their median")
     ap.add_argument("--reuse-plans", action=argparse.BooleanOptionalAction, default=True,
                     help="keep the offline dealer's plans between runs, as the launcher does (mpc.reuse_plans): "
                          "with --repeat, later runs make no dry run (default: on)")
@@ -107,9 +114,9 @@ def main(argv: list[str]) -> int:
     config = SecPCConfig(args.k_min, args.k_max, args.iters, args.seed, restarts=args.restarts,
                          reveal_own_assignment=True)
     run = _servers if args.topology == "servers" else _peer
-    if args.repeat < 1:
-        raise SystemExit("--repeat must be at least 1")
-    modes = [not args.no_offline] * args.repeat + ([False] if args.baseline else [])  # offline dealer on?
+    if args.repeat < 1 or args.baseline_repeat < 1:
+        raise SystemExit("--repeat and --baseline-repeat must be at least 1")
+    modes = [not args.no_offline] * args.repeat + [False] * (args.baseline_repeat if args.baseline else 0)
     try:
         mine = run(args, world, X, P, config, modes)  # per mode: this rank's labels, rows, stats, seconds
     except BaseException:  # a rank that fails must end the job now, not hang in MPI_Finalize
@@ -121,23 +128,32 @@ def main(argv: list[str]) -> int:
     if world.Get_rank() != 0:
         return 0
     ref = secpc_reference(X.double(), P.double(), config, bits=quant_bits(args.clients))
-    last = args.repeat - 1
-    out = _summary(args, world, [p[last] for p in parts], ref)
+    runs = [_summary(args, world, [p[r] for p in parts], ref) for r in range(len(modes))]
+    new, baseline = runs[: args.repeat], runs[args.repeat :]
+    out = dict(new[-1])
+    warm = new[1:] or new
+    for key in ("seconds", "offline_seconds"):
+        out[key] = _median([r[key] for r in warm])
+    out["online_seconds"] = round(out["seconds"] - out["offline_seconds"], 3)
     out["offline_dealer"] = modes[0]
     out["comparison"] = args.comparison if modes[0] else "crypten"
     out["direct_openings"] = bool(modes[0] and not args.ring)
     if args.repeat > 1:
-        first = _summary(args, world, [p[0] for p in parts], ref)
-        out.update(repeat=args.repeat, first_seconds=first["seconds"], first_offline_seconds=first["offline_seconds"],
-                   first_rounds_party0=first["rounds_party0"], first_k=first["k"], first_agreement=first["agreement"])
+        first = new[0]
+        out.update(repeat=args.repeat, seconds_all=[r["seconds"] for r in new], first_seconds=first["seconds"],
+                   first_offline_seconds=first["offline_seconds"], first_rounds_party0=first["rounds_party0"],
+                   first_k=first["k"], first_agreement=first["agreement"])
     if args.baseline:
-        base = _summary(args, world, [p[-1] for p in parts], ref)
-        for key in ("seconds", "rounds", "rounds_party0", "rounds_per_lloyd_iter", "rounds_per_lloyd_iter_party0",
+        base = baseline[-1]
+        for key in ("rounds", "rounds_party0", "rounds_per_lloyd_iter", "rounds_per_lloyd_iter_party0",
                     "agreement", "max_abs_error", "k", "mb_per_compute_party"):
             out["baseline_" + key] = base[key]
-        out["speedup"] = round(base["seconds"] / out["seconds"], 2) if out["seconds"] else None
-        out["same_k"] = base["k"] == out["k"]
-        out["same_partition"] = _same_partition(parts)
+        out["baseline_seconds"] = _median([r["seconds"] for r in baseline])
+        out["baseline_seconds_all"] = [r["seconds"] for r in baseline]
+        out["speedup"] = round(out["baseline_seconds"] / out["seconds"], 2) if out["seconds"] else None
+        out["ratio"] = round(out["seconds"] / out["baseline_seconds"], 3) if out["baseline_seconds"] else None
+        out["same_k"] = all(r["k"] == out["k"] for r in baseline)
+        out["same_partition"] = all(_same_partition(parts, args.repeat - 1, r) for r in range(args.repeat, len(modes)))
     print(json.dumps(out), flush=True)
     return 0
 
@@ -154,10 +170,16 @@ def _path(new: bool, comparison_method: str, direct: bool = True) -> Iterator[No
         yield
 
 
-def _same_partition(parts: list) -> bool:
-    """Do the last offline-dealer run and the baseline split the clients the same way (label names aside)?"""
-    pairs = {(p[-2]["labels"][c], p[-1]["labels"].get(c, -1)) for p in parts for c in p[-2]["labels"]}
-    return len({a for a, _ in pairs}) == len({b for _, b in pairs}) == len(pairs)
+def _same_partition(parts: list, a: int, b: int) -> bool:
+    """Do runs ``a`` and ``b`` split the clients the same way (label names aside)?"""
+    pairs = {(p[a]["labels"][c], p[b]["labels"].get(c, -1)) for p in parts for c in p[a]["labels"]}
+    return len({x for x, _ in pairs}) == len({y for _, y in pairs}) == len(pairs)
+
+
+def _median(values: list[float]) -> float:
+    import statistics
+
+    return round(statistics.median(values), 3)
 
 
 def _summary(args, world, parts: list, ref) -> dict:

@@ -122,7 +122,8 @@ SMALL = ["--dim", "8", "--prompt-dim", "16", "--k-max", "3", "--restarts", "1", 
 
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("np_,args", [(4, ["--clients", "3", "--topology", "peer"]),
-                                      (5, ["--clients", "9", "--topology", "servers", "--servers", "2"])])
+                                      (5, ["--clients", "9", "--topology", "servers", "--servers", "2",
+                                           "--baseline-repeat", "2"])])
 def test_bench_secpc_baseline_under_mpirun(np_, args):
     res = _bench(np_, args + SMALL)
     for key in ("seconds", "baseline_seconds", "online_seconds", "offline_seconds", "rounds", "rounds_party0",
@@ -138,6 +139,12 @@ def test_bench_secpc_baseline_under_mpirun(np_, args):
     assert res["rounds"] <= res["baseline_rounds"]
     assert res["rounds_party0"] < res["baseline_rounds_party0"] / 2
     assert abs(res["online_seconds"] + res["offline_seconds"] - res["seconds"]) < 2e-3
+    # times: the warm run's (the median of one), the baseline's median over its runs
+    assert len(res["seconds_all"]) == 2 and res["seconds"] == res["seconds_all"][1]
+    runs = res["baseline_seconds_all"]
+    assert len(runs) == (2 if "--baseline-repeat" in args else 1)
+    assert res["baseline_seconds"] == round(float(np.median(runs)), 3)
+    assert res["ratio"] == round(res["seconds"] / res["baseline_seconds"], 3)
 
 
 def test_a_failing_dry_run_falls_back_to_the_online_path():
