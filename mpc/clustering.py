@@ -6,10 +6,10 @@ encryption:
 * rows are quantised by their owners (``s = quant_bits(N)`` fractional bits) and shared as
   integers; the Lloyd loop is exact integer arithmetic on shares: nothing is approximated inside the
   loop, so labels equal the reference bit for bit (ties included);
-* one Lloyd iteration for all candidate k side by side costs 9 party-to-party rounds (edaBits,
+* one Lloyd iteration for all candidate k side by side costs 8 party-to-party rounds (edaBits,
   :mod:`mpc.comparison`; any number of parties). The assignment: 1 mul (cross-multiplied pair
   operands ``e_J n_L^2``, ``e_L n_J^2`` with ``e = ||S||^2 - 2 n X.S``, whose parts come with
-  the centres) + 4 for the batched comparison of all pairs of all candidates + 1 for the
+  the centres) + 3 for the batched comparison of all pairs of all candidates + 1 for the
   one-hot (the comparison bits of each centre's ``k - 1`` pairs ANDed at once,
   :func:`mpc.comparison.onehot_wins`). The update (:func:`_update`): 1 (``A^T [X | 1]`` = sums
   and counts, with the counts' masked opening) + 1 (the empty-cluster flag ``z_j = [n_j == 0]``

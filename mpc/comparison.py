@@ -13,20 +13,23 @@ compared element, a random ring element ``r`` shared *both* arithmetically and b
    into bit 63 is needed) gives it in ``log4 64 = 3`` levels. Each level merges four
    neighbouring groups, least significant first, ``G = g3 ^ p3 g2 ^ p3 p2 g1 ^ p3 p2 p1 g0`` and
    ``P = p3 p2 p1 p0`` (the terms are disjoint, so OR is XOR): ANDs of up to four shared
-   words, evaluated in one round from the dealer's binary bit-product tuples
-   (:func:`mpc.bitprods.monomials`; unbounded fan-in multiplication from correlated
-   randomness is the idea of Damgard et al., TCC 2006);
+   words. The **first level is local**: each leaf is an affine function of one bit of ``r``
+   with public coefficients from ``c``, so its products are public words times products of
+   ``r``'s bits, which the dealer supplies with the edaBit (:func:`group_products`, XOR-shared;
+   :func:`_first_level`). The other two levels take one round each from the dealer's binary
+   bit-product tuples (:func:`mpc.bitprods.monomials`; unbounded fan-in multiplication from
+   correlated randomness is the idea of Damgard et al., TCC 2006);
 3. the sign bit ``msb(x) = c63 ^ ~r63 ^ carry63`` goes back to arithmetic with CrypTen's
    single-bit B2A (one round), or straight into an AND of several such bits
    (:func:`onehot_wins`: the one-hot winner among k centres, one round for all of it).
 
-So a batched comparison costs **5 online rounds for any number of parties** (4 before its bit
+So a batched comparison costs **4 online rounds for any number of parties** (3 before its bit
 is converted), and is exact on the whole ring (no wrap-around assumption on ``|x|``): the adder
 computes ``c - r mod 2^64``, which is ``x``'s raw ring value. What anyone learns is what
 CrypTen's comparison lets them learn: the parties see ``c`` (masked by a fresh uniform ``r``)
 and words masked by fresh uniform masks; the dealer sees request shapes only, as before.
 
-The dealer requests are the ``edabits``, ``bitand`` and ``bitprods`` kinds of
+The dealer requests are the ``edabits``, ``edabits4`` (with the group products), ``bitand`` and ``bitprods`` kinds of
 :mod:`mpc.preprocessing` (made offline with the rest of a block's material). :func:`using` ``("crypten")`` selects CrypTen's own non-linear
 primitives instead (its comparison, a product tree for :func:`none_of`, its ``reciprocal`` in
 :func:`mpc.secure_ops.reciprocal_bounded`): the baseline of ``bench secpc --baseline``.
@@ -95,24 +98,24 @@ def uses_edabits() -> bool:
     return _METHOD == "edabits" and import_crypten().communicator.get().get_world_size() >= 2
 
 
-def open_masked(x, also_open: list[torch.Tensor] = ()):
+def open_masked(x, also_open: list[torch.Tensor] = (), group_products: bool = False):
     """``c = x + r`` opened, with ``r``'s bitwise sharing (one round). ``also_open``: other
-    arithmetic shares opened in the same round. Returns ``(c, rB, their sums)``."""
+    arithmetic shares opened in the same round. ``group_products``: the dealer's edaBit also
+    carries XOR shares of the products of each 4-bit group of ``r``'s bits
+    (:func:`group_products`, for :func:`ltz_bits`' first carry level). Returns ``(c, rB, their
+    sums)``, and the products' shares (``len(GROUP_SUBSETS) x ceil(n / 4)``) when asked for."""
     from mpc import transport
 
     ct = import_crypten()
-    rA, rB = ct.mpc.get_default_provider().edabits_rng(x.share.size())
+    provider = ct.mpc.get_default_provider()
+    if group_products:
+        rA, rB, W = provider.edabits4_rng(x.share.size())
+    else:
+        rA, rB = provider.edabits_rng(x.share.size())
     opened = transport.open_all([(x.share + rA.share, "sum")] + [(t, "sum") for t in also_open])
+    if group_products:
+        return opened[0], rB, opened[1:], W
     return opened[0], rB, opened[1:]
-
-
-def _not_r_bits(rB, c: torch.Tensor):
-    """Generate and propagate bits of ``c + ~r`` (local: ``c`` is public)."""
-    rank = import_crypten().communicator.get().get_rank()
-    y = rB.share if rank else ~rB.share  # ~r: one party flips its share
-    g = _binary(y & c)
-    p = _binary(y ^ c) if rank == 0 else _binary(y.clone())
-    return g, p
 
 
 def ltz(x):
@@ -163,25 +166,87 @@ def _combine4(G: torch.Tensor, P: torch.Tensor, s: int, last: bool) -> tuple[tor
     return v[3] ^ out[0] ^ out[1] ^ out[2], None if last else out[3]
 
 
+#: The subsets (bitmasks over t = 0..3) of a 4-bit group whose products the dealer supplies with
+#: an edaBit for :func:`ltz_bits` (the singletons are ``r``'s own bits).
+GROUP_SUBSETS = tuple(T for T in range(16) if bin(T).count("1") >= 2)
+
+
+def group_products(r: torch.Tensor) -> torch.Tensor:
+    """The dealer's products of each 4-bit group of the words ``r`` (flat, ``n``): for every
+    subset ``T`` in :data:`GROUP_SUBSETS`, ``AND_{t in T}`` bit ``4 j + t`` of ``r`` at bit
+    ``4 j``, packed four elements to a word as :func:`_pack` (``len(GROUP_SUBSETS) x ceil(n /
+    4)``). Also what the insecure TFP dealer and the tests compute in the clear."""
+    mask = _spaced(4)
+    bits = [(r >> t) & mask for t in range(4)]
+    out = []
+    for T in GROUP_SUBSETS:
+        acc = None
+        for t in range(4):
+            if T >> t & 1:
+                acc = bits[t] if acc is None else acc & bits[t]
+        out.append(_pack(acc, 4))
+    return torch.stack(out)
+
+
+def _first_level(c: torch.Tensor, r: torch.Tensor, W: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The carry tree's first radix-4 level, with no opening.
+
+    Every leaf is an affine function of one bit of the dealer's ``r`` with public coefficients
+    from the opened ``c`` (bits 1..62: ``g = ~r & c = c ^ c r``, ``p = ~r ^ c = ~c ^ r``; bit 0
+    with the carry-in 1 folded in: ``G = 1 ^ ~c r``, ``P = 0``; bit 63 neutral: ``G = 0``,
+    ``P = 1``). A product of such leaves over distinct bits of one group expands into public
+    words ANDed with products of ``r``'s bits: ``r``'s own bits for one factor, the dealer's
+    :func:`group_products` (``W``: this party's XOR shares) for two or more. So the level is
+    local, where opening its eight masked leaf words cost a round and two words per element.
+    Returns ``(G, P)`` per element with the nodes at multiples of 4, as :func:`_combine4`."""
+    n, mask, high = c.numel(), _spaced(4), -(1 << (_WORD - 1))
+    alpha = {"g": (c | 1) & ~high, "p": (~c & ~1) | high}
+    beta = {"g": (c ^ 1) & ~high, "p": torch.full_like(c, ~1 & ~high)}
+    packed = {(x, t): (_pack((alpha[x] >> t) & mask, 4), _pack((beta[x] >> t) & mask, 4)) for x in "gp" for t in range(4)}
+    single = [_pack((r >> t) & mask, 4) for t in range(4)]
+    col = {T: i for i, T in enumerate(GROUP_SUBSETS)}
+
+    def product(factors: list[tuple[str, int]]) -> torch.Tensor:
+        """XOR share of the AND of the leaves ``factors`` (distinct bits t)."""
+        acc = None
+        for U in range(1 << len(factors)):  # the factors taken from r; the others contribute alpha
+            coef, T = None, 0
+            for i, f in enumerate(factors):
+                a, b = packed[f]
+                w = b if U >> i & 1 else a
+                coef = w if coef is None else coef & w
+                if U >> i & 1:
+                    T |= 1 << f[1]
+            if T == 0:
+                term = coef if rank == 0 else None  # the public product: party 0's share
+            elif T & (T - 1) == 0:
+                term = coef & single[T.bit_length() - 1]
+            else:
+                term = coef & W[col[T]]
+            if term is not None:
+                acc = term if acc is None else acc ^ term
+        return acc if acc is not None else torch.zeros_like(single[0])
+
+    G = product([("g", 3)]) ^ product([("p", 3), ("g", 2)]) ^ product([("p", 3), ("p", 2), ("g", 1)]) \
+        ^ product([("p", 3), ("p", 2), ("p", 1), ("g", 0)])
+    P = product([("p", 3), ("p", 2), ("p", 1), ("p", 0)])
+    return _unpack(G, 4, n, mask), _unpack(P, 4, n, mask)
+
+
 def ltz_bits(x) -> torch.Tensor:
-    """This party's XOR share of ``[x < 0]`` in bit 0 (edaBits; 4 rounds: no B2A yet).
+    """This party's XOR share of ``[x < 0]`` in bit 0 (edaBits; 3 rounds: no B2A yet).
 
     For callers that combine the bits before converting them (:func:`onehot_wins`)."""
-    c, rB, _ = open_masked(x)
-    g, p = _not_r_bits(rB, c)
+    c, rB, _, W = open_masked(x, group_products=True)
     rank = import_crypten().communicator.get().get_rank()
-    shape = g.share.shape
-    g, p = g.share.reshape(-1), p.share.reshape(-1)
-    top = (p >> (_WORD - 1)) & 1  # p63, kept for the sum bit
-    high = -(1 << (_WORD - 1))  # bit 63
-    # carry-in 1 at bit 0: bit 0 generates iff it generates or propagates; nothing below it
-    # propagates. Bit 63 made neutral (G 0, P the public 1): the tree over 64 bits then gives
-    # the carry into bit 63.
-    G = (g ^ (p & 1)) & ~high
-    P = p & ~1 & ~high
-    if rank == 0:
-        P = P | high
-    for s in (1, 4, 16):  # 64 -> 16 -> 4 -> 1 nodes per element
+    shape = c.shape
+    c, r = c.reshape(-1), rB.share.reshape(-1)
+    # p63 = ~r63 ^ c63, kept for the sum bit (one party flips)
+    top = ((r >> (_WORD - 1)) & 1) ^ (((~c >> (_WORD - 1)) & 1) if rank == 0 else 0)
+    # carry-in 1 at bit 0 and bit 63 made neutral (G 0, P the public 1): the tree over 64 bits
+    # then gives the carry into bit 63; its first level is local (_first_level)
+    G, P = _first_level(c, r, W.reshape(len(GROUP_SUBSETS), -1), rank)
+    for s in (4, 16):  # 16 -> 4 -> 1 nodes per element
         G, P = _combine4(G, P, s, last=s == 16)
     return (top ^ G).reshape(shape) & 1
 
@@ -191,7 +256,7 @@ def onehot_wins(d, n_rows: int, ks: list[int], J: torch.Tensor, L: torch.Tensor)
     column ``J[p]`` beats ``L[p]`` iff ``d[:, p] <= 0`` (ties to the lower index).
 
     edaBits: the comparison's bits go straight into one AND over each column's ``k - 1`` pairs
-    (:func:`mpc.bitprods.and_all_many`, one width per group size, all in one round): 4 + 1
+    (:func:`mpc.bitprods.and_all_many`, one width per group size, all in one round): 3 + 1
     rounds for comparison and one-hot together. CrypTen: its comparison, then a product tree
     (:func:`mpc.secure_ops.onehot_from_pairs`).
     """

@@ -59,7 +59,7 @@ from mpc.compat import import_crypten
 T = TypeVar("T")
 _logger = logging.getLogger(__name__)
 
-KINDS = ("additive", "square", "binary", "wraps", "B2A", "edabits", "bitprods", "bitand")
+KINDS = ("additive", "square", "binary", "wraps", "B2A", "edabits", "edabits4", "bitprods", "bitand")
 #: Beaver operations the dealer accepts in a batch (CrypTen's ``__beaver_protocol`` set)
 BEAVER_OPS = ("mul", "matmul", "conv1d", "conv2d", "conv_transpose1d", "conv_transpose2d")
 #: Most int64 words of party-0 material one dealer batch may carry (2 GiB); a block that needs
@@ -149,6 +149,8 @@ def output_shape(req: tuple) -> tuple[int, ...]:
         if not subsets or any(not 0 < t < (1 << V) for t in subsets):
             raise PlanMismatch(f"a bitand request with subsets {list(subsets)} of {V} variables")
         return tuple(size) + (len(subsets),)
+    if kind == "edabits4":  # r's additive share, then the XOR shares of its 4-bit groups' products
+        return (_edabits4_words(req[1]),)
     if kind == "bitprods":  # D bits per group -> 2^D subset products
         try:
             from mpc.bitprods import check_width
@@ -160,6 +162,15 @@ def output_shape(req: tuple) -> tuple[int, ...]:
     if kind in KINDS:
         return req[1]
     raise PlanMismatch(f"unknown dealer request kind {kind!r}")
+
+
+def _edabits4_words(size: tuple[int, ...]) -> int:
+    """Party 0's words of an ``edabits4`` request: ``n`` additive shares of ``r``, then the
+    products of each 4-bit group of its bits (:func:`mpc.comparison.group_products`)."""
+    from mpc.comparison import GROUP_SUBSETS
+
+    n = math.prod(size)
+    return n + len(GROUP_SUBSETS) * math.ceil(n / 4)
 
 
 def _broadcast(s0: tuple[int, ...], s1: tuple[int, ...]) -> tuple[int, ...]:
@@ -271,6 +282,9 @@ def _record(req: tuple):
         return _zeros(req[1], True), _zeros(req[2], True), _zeros(output_shape(req), True)
     if kind in ("B2A", "edabits"):
         return _zeros(req[1]), _zeros(req[1], True)
+    if kind == "edabits4":
+        n = math.prod(req[1])
+        return _zeros(req[1]), _zeros(req[1], True), torch.zeros(_edabits4_words(req[1]) - n, dtype=torch.long)
     if kind == "bitprods":
         return _zeros(output_shape(req)), _zeros(req[1], True)
     if kind == "bitand":
@@ -329,6 +343,9 @@ def install() -> None:
         def edabits_rng(self, size, device=None):  # noqa: ANN001
             return _intercept(request_of("edabits", size)) or _ttp_edabits_rng(size, device)
 
+        def edabits4_rng(self, size, device=None):  # noqa: ANN001
+            return _intercept(request_of("edabits4", size)) or _ttp_edabits4_rng(size, device)
+
         def bitprods_rng(self, size, device=None):  # noqa: ANN001
             return _intercept(request_of("bitprods", size)) or _ttp_bitprods_rng(size, device)
 
@@ -354,11 +371,13 @@ def install() -> None:
     client_cls.ttp_request = ttp_request
     ttp_provider.TTPServer.batch = _dealer_batch
     ttp_provider.TTPServer.edabits = _dealer_edabits
+    ttp_provider.TTPServer.edabits4 = _dealer_edabits4
     ttp_provider.TTPServer.bitprods = _dealer_bitprods
     ttp_provider.TTPServer.bitand = _dealer_bitand
     from crypten.mpc.provider import tfp_provider
 
     tfp_provider.TrustedFirstParty.edabits_rng = _tfp_edabits_rng
+    tfp_provider.TrustedFirstParty.edabits4_rng = _tfp_edabits4_rng
     tfp_provider.TrustedFirstParty.bitprods_rng = _tfp_bitprods_rng
     tfp_provider.TrustedFirstParty.bitand_rng = _tfp_bitand_rng
     _INSTALLED = True
@@ -400,6 +419,57 @@ def _dealer_edabits(self, size):  # noqa: ANN001 - a TTPServer method
     """Party 0's additive share of ``r``, the XOR of every party's bitwise share."""
     r = self._get_binary_PRSS(size)
     return r - self._get_additive_PRSS(size, remove_rank=True)
+
+
+def _ttp_edabits4_rng(size, device=None):  # noqa: ANN001
+    """An edaBit (:func:`_ttp_edabits_rng`) and XOR shares of the products of each 4-bit group
+    of its bits (:func:`mpc.comparison.group_products`): the carry tree's first level without
+    an opening. Every party draws its XOR share of ``r`` from its dealer-keyed stream, parties
+    1.. their additive share of ``r`` and their product shares too (one draw, uniform words
+    either way); party 0's come from the dealer (:func:`_dealer_edabits4`)."""
+    from crypten.mpc.primitives import ArithmeticSharedTensor, BinarySharedTensor
+
+    size = torch.Size(size)
+    n = size.numel()
+    share, rB = _dealt("edabits4", (size,), size, None, (_edabits4_words(size),), False, device)
+    return (ArithmeticSharedTensor.from_shares(share[:n].view(size), precision=0),
+            BinarySharedTensor.from_shares(rB), share[n:])
+
+
+def _dealer_edabits4(self, size):  # noqa: ANN001 - a TTPServer method
+    """Party 0's additive share of ``r`` (the XOR of every party's bitwise share) and its XOR
+    shares of ``r``'s group products, drawn in the parties' order (:func:`_ttp_edabits4_rng`)."""
+    from crypten.common.rng import generate_kbit_random_tensor, generate_random_ring_element
+
+    from mpc.comparison import group_products
+
+    size = torch.Size(size)
+    n = size.numel()
+    gens = self._get_generators(device=self.device)
+    r = None
+    for g in gens:
+        e = generate_kbit_random_tensor(size, generator=g, device=g.device)
+        r = e if r is None else r ^ e
+    r = r.reshape(-1)
+    rA, W = r.clone(), group_products(r).reshape(-1)
+    for g in gens[1:]:
+        o = generate_random_ring_element((_edabits4_words(size),), generator=g, device=g.device)
+        rA -= o[:n]
+        W ^= o[n:]
+    return torch.cat([rA, W])
+
+
+def _tfp_edabits4_rng(self, size, device=None):  # noqa: ANN001 - a TrustedFirstParty method
+    """The insecure TFP dealer's edaBits with group products: party 0 knows ``r``."""
+    from crypten.common.rng import generate_random_ring_element
+    from crypten.mpc.primitives import ArithmeticSharedTensor, BinarySharedTensor
+
+    from mpc.comparison import group_products
+
+    r = generate_random_ring_element(size, device=device)
+    W = group_products(r.reshape(-1)).reshape(-1)
+    W = W if import_crypten().communicator.get().get_rank() == 0 else torch.zeros_like(W)
+    return ArithmeticSharedTensor(r, precision=0, src=0), BinarySharedTensor(r, src=0), W
 
 
 def _ttp_bitprods_rng(size, device=None):  # noqa: ANN001

@@ -3,7 +3,7 @@
 Conventions: "int" tensors are MPCTensors with encoder scale 1 (CrypTen ``precision=0``);
 products of two of them, or of an int tensor with a fixed-point one, need no truncation,
 so every multiplication here costs exactly one Beaver round (plus party 0's request to the
-TTP dealer). Comparisons are :mod:`mpc.comparison`'s (5 rounds for any number of parties),
+TTP dealer). Comparisons are :mod:`mpc.comparison`'s (4 rounds for any number of parties),
 always *batched*: MPC cost on loopback is latency (rounds), not FLOPs.
 """
 

@@ -46,7 +46,7 @@ def valid_rows(Xq, F, bits: int, prompt_abs: float) -> torch.Tensor:
     fixed point at 16 bits) satisfy the input contract? Opened at every party; nothing else is.
 
     Rounds: 1 multiplication (norms) + 1 batched comparison + the AND of ``W = 2m + 2d + 1``
-    bits per row + 1 opening. edaBits: ``1 + 4 + (ceil(log4 ceil(W / 64)) + 3) + 1`` (11 for m
+    bits per row + 1 opening. edaBits: ``1 + 3 + (ceil(log4 ceil(W / 64)) + 3) + 1`` (10 for m
     64, d 256); CrypTen's path: its comparison and B2A, then ``ceil(log2 W)`` AND rounds.
     """
     ct = import_crypten()

@@ -187,13 +187,17 @@ def leak(variant: str, rank: int, X_own: torch.Tensor):
     elif variant == "unmasked_comparison":
         from mpc import comparison
 
-        def unmasked(x, also_open=()):  # comparisons open x itself: r = 0 instead of the dealer's edaBit
+        def unmasked(x, also_open=(), group_products=False):  # comparisons open x itself: r = 0, not an edaBit
             from crypten.mpc.primitives import BinarySharedTensor
 
             from mpc.compat import import_crypten
 
             opened = import_crypten().communicator.get().all_reduce([x.share.clone(), *also_open], batched=True)
-            return opened[0], BinarySharedTensor.from_shares(torch.zeros_like(x.share)), opened[1:]
+            zero = BinarySharedTensor.from_shares(torch.zeros_like(x.share))
+            if not group_products:
+                return opened[0], zero, opened[1:]
+            W = comparison.group_products(torch.zeros(x.share.numel(), dtype=torch.long))  # r = 0: all zero
+            return opened[0], zero, opened[1:], W
 
         patch(comparison, "open_masked", unmasked)
     elif variant != "real":

@@ -109,5 +109,5 @@ def test_onehot_wins_equals_crypten_with_ties():
     for o in out:
         assert torch.equal(o["edabits"][0], o["crypten"][0])
         assert torch.equal(o["edabits"][0], want)
-    # party 1 (no online dealer requests): 1 opening + 3 carry levels + the one-hot
-    assert out[1]["edabits"][1] == 5
+    # party 1 (no online dealer requests): 1 opening + 2 carry levels (the first is local) + the one-hot
+    assert out[1]["edabits"][1] == 4
