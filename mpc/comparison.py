@@ -103,7 +103,8 @@ def open_masked(x, also_open: list[torch.Tensor] = (), group_products: bool = Fa
     arithmetic shares opened in the same round. ``group_products``: the dealer's edaBit also
     carries XOR shares of the products of each 4-bit group of ``r``'s bits
     (:func:`group_products`, for :func:`ltz_bits`' first carry level). Returns ``(c, rB, their
-    sums)``, and the products' shares (``len(GROUP_SUBSETS) x ceil(n / 4)``) when asked for."""
+    sums)``, and the products' shares (flat, ``len(GROUP_SUBSETS) * ceil(n / 4)`` words) when
+    asked for."""
     from mpc import transport
 
     ct = import_crypten()

@@ -184,15 +184,16 @@ def serve(lookahead: bool = True) -> None:
                 result = getattr(server, function)(*args, **kwargs)
             comm.get().send_obj(result.size(), 0, server.ttp_group)
             comm.get().broadcast(result, ttp_rank, server.comm_group)
-        del result  # sent (or sending): at most one batch (the next) is made while it goes
+        del result  # sent, or still sending: held until the next request, beside the one made ahead
         server.ahead.served(function, args, kwargs)
 
 
 def dealer_stats() -> dict[str, float]:
     """Party 0: the dealer's look-ahead counters so far (one round trip, no randomness drawn).
 
-    Only between planned blocks, and only with a dealer that looks ahead
-    (``PartySpec.dealer_lookahead``): CrypTen's own dealer has no such request and would stop."""
+    Only between planned blocks, and only with this project's dealer loop (:func:`serve`, with
+    look-ahead on or off: the counters then stay at zero); CrypTen's own ``TTPServer`` has no
+    such request and would stop."""
     from crypten.mpc.provider.ttp_provider import TTPClient
 
     from mpc import preprocessing

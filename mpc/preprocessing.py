@@ -232,6 +232,7 @@ def reset() -> None:
     """Forget any plan or mismatch: called when a party receives a fresh dealer key."""
     global _state
     _state = _State()
+    _ORPHANED.clear()
 
 
 def _fail(message: str) -> PlanMismatch:
@@ -630,6 +631,8 @@ def stream_batch(server, requests: Any, made: torch.Tensor | None = None) -> lis
     for lo, hi in stream_chunks(words):
         n = sum(words[lo:hi])
         part = made[at : at + n] if made is not None else _make(server, reqs[lo:hi])
+        if part.numel() != n or part.dtype != torch.long:  # party 0 receives exactly n int64 words
+            raise RuntimeError(f"the dealer made {part.numel()} {part.dtype} words for a chunk of {n} int64 words")
         at += n
         if n:
             sends.append((dist.isend(part, dst=0, group=server.comm_group, tag=STREAM_TAG), part))
@@ -803,6 +806,11 @@ def planned(block: str, fn: Callable[[Any], T], log, key: Any = None) -> T:  # n
                 f"offline dealer plan mismatch in block {block!r}: the protocol made {_state.pos} of the "
                 f"{len(plan)} planned requests; stopping"
             )
+    except BaseException as err:
+        if _state.poisoned is None:  # the dealer drew the whole block, the parties only part of it
+            _fail(f"block {block!r} stopped half-way ({type(err).__name__}: {err}), so the dealer's streams "
+                  "are ahead of the parties'")
+        raise
     finally:
         if store is not None:
             _ORPHANED.extend(store.in_flight())  # none unless the block failed
@@ -890,8 +898,8 @@ class Incoming:
         return [w for w in self._works if w is not None]
 
 
-#: receives left in flight by a block that failed (kept alive with their buffers; the party
-#: world is over anyway: see :func:`_fail`)
+#: receives left in flight by a block that failed (kept alive with their buffers until
+#: :func:`reset`; the failure poisoned the party world: see :func:`_fail`)
 _ORPHANED: list = []
 
 

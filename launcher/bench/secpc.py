@@ -11,11 +11,11 @@ plaintext reference (:func:`mpc.reference.secpc_reference`) on the same inputs. 
 World rank 0 (a client rank) prints one JSON object: ``seconds`` (the slowest client's wall time from sharing
 to holding its output), ``rounds`` (CrypTen's round counter at a compute party other than
 party 0, plus the two client message rounds in ``servers``), ``rounds_party0`` (party 0 also
-counts 3 per TTP request), ``rounds_per_lloyd_iter``, ``mb_per_compute_party`` (bytes a
+counts its dealer requests: 3 per online request on CrypTen's path, 2 per streamed batch), ``rounds_per_lloyd_iter``, ``mb_per_compute_party`` (bytes a
 compute party sends: to the other parties, and in ``servers`` to the clients),
 ``mb_per_client`` (bytes one client sends), ``offline_seconds`` / ``offline_rounds_party0`` (the
 dealer's offline phase at compute party 0, :mod:`mpc.preprocessing`: dry runs, plan broadcast,
-batch requests; it runs inline, so it is part of ``seconds``), ``online_seconds`` (``seconds``
+batch requests, waits for their chunks; it runs inline, so it is part of ``seconds``), ``online_seconds`` (``seconds``
 minus it), ``online_rounds_party0``, ``agreement`` (share of labels
 equal to the reference's after relabelling, see :func:`_agreement` for why), ``max_abs_error`` (aggregates vs the reference), ``k`` and
 ``reference_k``.
@@ -31,7 +31,7 @@ comparisons in the new path and ``--ring`` CrypTen's ring all-reduce for opening
 the gains of the offline dealer, the edaBits comparisons, :mod:`mpc.comparison`, and the
 one-hop openings, :mod:`mpc.transport`). ``--repeat N`` runs the round N times: ``seconds``,
 ``offline_seconds`` are then medians over the warm runs (all but the first; ``online_seconds``
-their difference; ``first_*``: the first run, ``seconds_all``: every run), the counters the last run's; the
+their difference; ``first_*``: the first run, ``seconds_all``: every run), the counters and per-phase breakdowns the last run's; the
 later runs reuse the offline dealer's plans (no dry run), as the launcher's later rounds do,
 unless ``--no-reuse-plans``. ``--baseline-repeat B`` runs the baseline B times after them
 (``baseline_seconds``: the median, ``baseline_seconds_all``: every run): on a shared, noisy
@@ -116,6 +116,8 @@ def main(argv: list[str]) -> int:
     run = _servers if args.topology == "servers" else _peer
     if args.repeat < 1 or args.baseline_repeat < 1:
         raise SystemExit("--repeat and --baseline-repeat must be at least 1")
+    if args.baseline_repeat > 1 and not args.baseline:
+        raise SystemExit("--baseline-repeat needs --baseline")
     modes = [not args.no_offline] * args.repeat + [False] * (args.baseline_repeat if args.baseline else 0)
     try:
         mine = run(args, world, X, P, config, modes)  # per mode: this rank's labels, rows, stats, seconds

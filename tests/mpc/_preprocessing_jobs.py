@@ -73,6 +73,17 @@ def _block(shape_online, shape_dry, extra: bool = False, fewer: bool = False):
     return fn
 
 
+def _later_request() -> str | None:
+    """What a multiplication after a failed block raises (None: it went through)."""
+    ct = import_crypten()
+    try:
+        x = ct.cryptensor(torch.ones(2), src=0)
+        (x * x).get_plain_text()
+    except preprocessing.PlanMismatch as err:
+        return str(err)
+    return None
+
+
 def mismatch(party, case):
     """Run a block whose plan disagrees with its requests; return what every party raised, and
     what a later multiplication in the same world raises."""
@@ -80,7 +91,7 @@ def mismatch(party, case):
     fn = {"shape": _block(4, 3), "extra": _block(3, 3, extra=True), "fewer": _block(3, 3, fewer=True),
           "stale": _block(4, 4)}[case]
     log = CommLog()
-    first = later = None
+    first = None
     if case == "stale":  # a plan kept under a key that misses the shape
         preprocessing.set_plan_cache(True)
         preprocessing.planned("test", _block(3, 3), log, key="n")
@@ -88,12 +99,28 @@ def mismatch(party, case):
         preprocessing.planned("test", fn, log, key="n" if case == "stale" else None)
     except preprocessing.PlanMismatch as err:
         first = str(err)
+    return first, _later_request()
+
+
+def stops_half_way(party):
+    """A block that raises after its first multiplication (online only, so its plan is made):
+    the dealer drew the whole block, so a later request must refuse, not use stale streams."""
+    ct = import_crypten()
+
+    def fn(log):
+        x = ct.cryptensor(torch.ones(3), src=0)
+        with log.phase("half"):
+            y = x * x
+            if type(ct.communicator.get()).__name__ != "_NullCommunicator":
+                raise ValueError("a bug half-way through the block")
+            return (y * x).get_plain_text()
+
+    first = None
     try:
-        x = ct.cryptensor(torch.ones(2), src=0)
-        (x * x).get_plain_text()
-    except preprocessing.PlanMismatch as err:
-        later = str(err)
-    return first, later
+        preprocessing.planned("test", fn, CommLog())
+    except ValueError as err:
+        first = str(err)
+    return first, _later_request()
 
 
 def good_block(party):

@@ -99,6 +99,14 @@ def test_plan_mismatch_stops_every_party(case, expect):
         assert later is not None and "start the party world again" in later, later
 
 
+def test_a_block_that_fails_half_way_poisons_the_party_world():
+    """Its own error surfaces unchanged; every later request stops (the dealer's streams are
+    ahead of the parties' by the rest of the block)."""
+    for first, later in run_parties(jobs.stops_half_way, PartySpec(2)):
+        assert first == "a bug half-way through the block"
+        assert later is not None and "stopped half-way (ValueError" in later and "start the party world again" in later
+
+
 def _bench(np_: int, args: list[str]) -> dict:
     import json
     import os
@@ -137,6 +145,7 @@ def test_bench_secpc_baseline_under_mpirun(np_, args):
     # edaBits comparisons take no more rounds than CrypTen's (fewer from 3 parties on)
     assert res["online_rounds_party0"] == res["rounds"]
     assert res["rounds"] <= res["baseline_rounds"]
+    assert res["rounds_by_phase"]["lloyd"] == 8 * 2  # 8 rounds per Lloyd iteration, --iters 2
     assert res["rounds_party0"] < res["baseline_rounds_party0"] / 2
     assert abs(res["online_seconds"] + res["offline_seconds"] - res["seconds"]) < 2e-3
     # times: the warm run's (the median of one), the baseline's median over its runs
