@@ -440,20 +440,15 @@ def _ttp_edabits4_rng(size, device=None):  # noqa: ANN001
 def _dealer_edabits4(self, size):  # noqa: ANN001 - a TTPServer method
     """Party 0's additive share of ``r`` (the XOR of every party's bitwise share) and its XOR
     shares of ``r``'s group products, drawn in the parties' order (:func:`_ttp_edabits4_rng`)."""
-    from crypten.common.rng import generate_kbit_random_tensor, generate_random_ring_element
+    from crypten.common.rng import generate_random_ring_element
 
     from mpc.comparison import group_products
 
     size = torch.Size(size)
     n = size.numel()
-    gens = self._get_generators(device=self.device)
-    r = None
-    for g in gens:
-        e = generate_kbit_random_tensor(size, generator=g, device=g.device)
-        r = e if r is None else r ^ e
-    r = r.reshape(-1)
+    r = self._get_binary_PRSS(size).reshape(-1)
     rA, W = r.clone(), group_products(r).reshape(-1)
-    for g in gens[1:]:
+    for g in self._get_generators(device=self.device)[1:]:
         o = generate_random_ring_element((_edabits4_words(size),), generator=g, device=g.device)
         rA -= o[:n]
         W ^= o[n:]
