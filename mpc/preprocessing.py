@@ -150,6 +150,8 @@ def output_shape(req: tuple) -> tuple[int, ...]:
             raise PlanMismatch(f"a bitand request with subsets {list(subsets)} of {V} variables")
         return tuple(size) + (len(subsets),)
     if kind == "edabits4":  # r's additive share, then the XOR shares of its 4-bit groups' products
+        if any(v < 0 for v in req[1]):
+            raise PlanMismatch(f"an edabits4 request of negative size {list(req[1])}")
         return (_edabits4_words(req[1]),)
     if kind == "bitprods":  # D bits per group -> 2^D subset products
         try:

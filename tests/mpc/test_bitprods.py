@@ -41,6 +41,12 @@ def test_malformed_requests_are_refused():
         preprocessing.output_shape(("bitand", (3,), 2, (4,)))  # subset 0b100 of 2 variables
     assert preprocessing.output_shape(("bitprods", (3, 5))) == (3, 32)
     assert preprocessing.output_shape(("bitand", (3,), 2, (1, 2, 3))) == (3, 3)
+    # an edaBit with its group products: r's 5 additive shares, then 11 product words per 4 elements
+    assert preprocessing.output_shape(("edabits4", (5,))) == (5 + 11 * 2,)
+    with pytest.raises(preprocessing.PlanMismatch, match="negative size"):
+        preprocessing.output_shape(("edabits4", (3, -2)))
+    with pytest.raises(preprocessing.PlanMismatch, match="negative size"):  # the dealer checks a batch before drawing
+        preprocessing.validate_batch([("edabits", (4,)), ("edabits4", (-8,))])
 
 
 @pytest.mark.parametrize("n_parties", [2, 3])
